@@ -1,0 +1,1 @@
+"""Models: the MPT family and adapters for other Hugging Face causal LMs."""
