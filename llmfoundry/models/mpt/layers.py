@@ -36,7 +36,7 @@ class LayerNorm(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm computed in float32 and cast back (Llama's numerics); `low_precision` keeps autocast's dtype."""
+    """RMSNorm computed in (at least) float32 and cast back, as Llama does; `low_precision` keeps autocast's dtype."""
 
     def __init__(self, size: int, eps: float, low_precision: bool = False) -> None:
         super().__init__()
@@ -46,8 +46,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out_dtype = (_autocast_dtype(x) if self.low_precision else None) or x.dtype
-        x32 = x.to(torch.float32)
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        normed = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight.to(out_dtype) * normed.to(out_dtype)
 
 
