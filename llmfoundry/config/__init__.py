@@ -1,0 +1,1 @@
+"""Run configuration: YAML loading, schema validation and Composer-style time strings."""
