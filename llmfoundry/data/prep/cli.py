@@ -1,0 +1,169 @@
+"""`llmfoundry data-prep <command>`: llm-foundry's data-prep scripts, flag for flag.
+
+    convert_dataset_hf    any `datasets` source -> out_root/<split>
+    convert_dataset_json  JSON Lines files      -> out_root
+    convert_text_to_mds   a folder of .txt      -> output_folder (parallel groups, restartable)
+
+Dashes work too (convert-dataset-hf). Exit status: 0 done, 1 bad input/output, 2 bad flags, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from llmfoundry.data.errors import DataError
+
+COMMANDS = ('convert_dataset_hf', 'convert_dataset_json', 'convert_text_to_mds')
+
+
+def _add_conversion_flags(parser: argparse.ArgumentParser, concat_required: bool = False) -> None:
+    parser.add_argument('--compression', default=None, help='shard compression, e.g. zstd (default: none)')
+    parser.add_argument('--concat_tokens', type=int, required=concat_required,
+                        help='pack tokens into rows of exactly N tokens; without it a text column is written')
+    parser.add_argument('--tokenizer', required=concat_required, help='hub name or local folder')
+    parser.add_argument('--bos_text', default='', help='text tokenised and put before each document')
+    parser.add_argument('--eos_text', default='', help='text tokenised and put after each document')
+    parser.add_argument('--no_wrap', action='store_true',
+                        help="drop a row's leftover tokens instead of carrying them to the next row")
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f'llmfoundry data-prep {command}')
+    if command == 'convert_dataset_hf':
+        parser.add_argument('--dataset', required=True,
+                            help='hub name, local folder, or a builder (json, parquet, text) with --data_files')
+        parser.add_argument('--data_subset', default=None, help="the dataset's configuration name, e.g. 'en'")
+        parser.add_argument('--data_files', action='append', default=None, metavar='[SPLIT=]PATH',
+                            help='data files for a builder; repeatable (default split: train)')
+        parser.add_argument('--splits', nargs='+', default=['train'])
+        parser.add_argument('--out_root', required=True, help='local folder or s3://bucket/prefix')
+        parser.add_argument('--tokenizer_kwargs', default='{}', help='JSON object passed to from_pretrained')
+        parser.add_argument('--num_workers', type=int, default=None, help='tokenising processes (default: 1)')
+        _add_conversion_flags(parser)
+    elif command == 'convert_dataset_json':
+        parser.add_argument('--path', required=True, help='a .jsonl file, a folder of them, or a glob')
+        parser.add_argument('--out_root', required=True, help='local folder or s3://bucket/prefix')
+        parser.add_argument('--split', default='train')
+        _add_conversion_flags(parser)
+    else:
+        parser.add_argument('--input_folder', required=True, help='folder of .txt files, one document each')
+        parser.add_argument('--output_folder', required=True, help='local folder or s3://bucket/prefix')
+        parser.add_argument('--use_tokenizer_eos', action='store_true', help="use the tokenizer's EOS as --eos_text")
+        parser.add_argument('--processes', type=int, default=os.cpu_count() or 1,
+                            help='parallel groups; the same value always gives the same output')
+        parser.add_argument('--reprocess', action='store_true', help='redo groups that are already complete')
+        _add_conversion_flags(parser, concat_required=True)
+    return parser
+
+
+def _spec(args: argparse.Namespace, tokenizer_kwargs: dict | None = None):
+    """Validate flags and the tokenizer up front, before anything is written."""
+    from llmfoundry.data.prep.encoding import TokenizeSpec
+    from llmfoundry.data.prep.pipeline import ConvertSpec
+
+    if args.concat_tokens is None:
+        if getattr(args, 'use_tokenizer_eos', False) or args.bos_text or args.eos_text:
+            raise DataError('--bos_text/--eos_text/--use_tokenizer_eos need --concat_tokens')
+        return ConvertSpec(compression=args.compression)
+    if not args.tokenizer:
+        raise DataError('--concat_tokens needs --tokenizer')
+    tokenize = TokenizeSpec(args.tokenizer, tokenizer_kwargs or {}, args.bos_text, args.eos_text)
+    try:
+        tokenizer = tokenize.load()
+    except (OSError, ValueError) as err:
+        raise DataError(str(err)) from err
+    if getattr(args, 'use_tokenizer_eos', False):
+        if args.eos_text:
+            raise DataError('--use_tokenizer_eos and --eos_text are exclusive')
+        tokenize = TokenizeSpec(args.tokenizer, tokenizer_kwargs or {}, args.bos_text, tokenizer.eos_token)
+    if not tokenize.bos_text and not tokenize.eos_text:
+        print('warning: no --bos_text/--eos_text: packed documents run together with no separator',
+              file=sys.stderr)
+    return ConvertSpec(args.concat_tokens, tokenize, args.no_wrap, args.compression)
+
+
+def _data_files(values: list[str] | None) -> dict[str, list[str]] | None:
+    if not values:
+        return None
+    files: dict[str, list[str]] = {}
+    for value in values:
+        split, sep, path = value.partition('=')
+        split, path = (split, path) if sep else ('train', value)
+        files.setdefault(split, []).append(path)
+    return files
+
+
+def _run(command: str, args: argparse.Namespace) -> None:
+    from llmfoundry.data.prep.progress import Progress
+
+    if command == 'convert_dataset_hf':
+        from llmfoundry.data.prep.dataset_hf import convert_hf
+
+        try:
+            tokenizer_kwargs = json.loads(args.tokenizer_kwargs)
+        except json.JSONDecodeError as err:
+            raise DataError(f'--tokenizer_kwargs is not JSON: {err}') from err
+        spec = _spec(args, tokenizer_kwargs)
+        bars: dict[str, Progress] = {}
+
+        def report(split, stats):
+            bars.setdefault(split, Progress(f'{command} {split}')).update(stats.documents, stats.tokens)
+
+        results = convert_hf(
+            args.dataset, args.data_subset, args.splits, args.out_root, spec, args.num_workers or 0,
+            _data_files(args.data_files), report,
+        )  # fmt: skip
+        for split, stats in results.items():
+            stats.seconds = bars[split].elapsed()
+            bars[split].close()
+            print(stats.summary(f'{args.out_root.rstrip("/")}/{split}'))
+    elif command == 'convert_dataset_json':
+        from llmfoundry.data.prep.dataset_json import convert_json
+
+        spec = _spec(args)
+        progress = Progress(command)
+        try:
+            stats = convert_json(args.path, args.out_root, args.split, spec,
+                                 lambda s: progress.update(s.documents, s.tokens))
+        finally:
+            progress.close()
+        stats.seconds = progress.elapsed()
+        print(stats.summary(args.out_root))
+    else:
+        from llmfoundry.data.prep.text_to_mds import convert_text_to_mds
+
+        if args.processes < 1:
+            raise DataError('--processes must be at least 1')
+        spec = _spec(args)
+        stats, skipped = convert_text_to_mds(
+            args.input_folder, args.output_folder, spec, args.processes, args.reprocess
+        )
+        note = f' ({skipped} groups were already complete)' if skipped else ''
+        print(stats.summary(args.output_folder) + note)
+
+
+def _usage() -> str:
+    return 'usage: llmfoundry data-prep {' + ','.join(COMMANDS) + '} [flags...]\n' + (__doc__ or '')
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ('-h', '--help'):
+        print(_usage())
+        return 0
+    command = argv[0].replace('-', '_')
+    if command not in COMMANDS:
+        print(f"llmfoundry data-prep: unknown command '{argv[0]}'\n{_usage()}", file=sys.stderr)
+        return 2
+    args = _parser(command).parse_args(argv[1:])
+    try:
+        _run(command, args)
+    except DataError as err:
+        print(f'llmfoundry data-prep {command}: error: {err}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f'llmfoundry data-prep {command}: interrupted; the output is incomplete', file=sys.stderr)
+        return 130
+    return 0

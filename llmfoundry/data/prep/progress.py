@@ -1,0 +1,72 @@
+"""Conversion progress (documents/s, tokens/s) and the closing summary line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+_PLAIN_INTERVAL_S = 30.0  # without a terminal: one plain line this often, not a redrawn bar
+
+
+@dataclass
+class Stats:
+    documents: int = 0
+    tokens: int = 0
+    samples: int = 0
+    shards: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: Stats) -> None:
+        self.documents += other.documents
+        self.tokens += other.tokens
+        self.samples += other.samples
+        self.shards += other.shards
+
+    def summary(self, dest: str) -> str:
+        secs = max(self.seconds, 1e-9)
+        return (
+            f'done: {self.documents} documents, {self.tokens} tokens, {self.samples} samples, '
+            f'{self.shards} shards in {self.seconds:.1f} s ({self.documents / secs:.0f} documents/s, '
+            f'{self.tokens / secs:.0f} tokens/s) -> {dest}'
+        )
+
+
+class Progress:
+    """Shows running totals; `update` takes absolute totals so several workers' counters can feed it."""
+
+    def __init__(self, desc: str, total_documents: int | None = None) -> None:
+        self.start = time.perf_counter()
+        self._tty = sys.stderr.isatty()
+        self._last_plain = self.start
+        self._desc = desc
+        self._bar = tqdm(
+            desc=desc, total=total_documents, unit=' docs', file=sys.stderr, disable=not self._tty,
+            dynamic_ncols=True,
+        )  # fmt: skip
+        self._documents = 0
+
+    def update(self, documents: int, tokens: int) -> None:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        if self._tty:
+            self._bar.update(documents - self._documents)
+            self._bar.set_postfix_str(f'{tokens / elapsed:,.0f} tokens/s', refresh=False)
+        elif time.perf_counter() - self._last_plain >= _PLAIN_INTERVAL_S:
+            self._last_plain = time.perf_counter()
+            print(
+                f'{self._desc}: {documents} documents, {tokens} tokens, '
+                f'{documents / elapsed:.0f} documents/s, {tokens / elapsed:.0f} tokens/s',
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
+        self._documents = documents
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def close(self) -> None:
+        self._bar.close()

@@ -1,0 +1,63 @@
+"""Train a byte-level BPE tokenizer on local files and save it as a transformers tokenizer folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from llmfoundry.data.documents import iter_documents
+from llmfoundry.data.errors import DataError
+
+EOS_TOKEN = '<|endoftext|>'
+PAD_TOKEN = '<|padding|>'
+
+
+def train_byte_level_bpe(
+    inputs: Iterable[str | os.PathLike],
+    vocab_size: int,
+    out_dir: str | os.PathLike,
+    min_frequency: int = 2,
+    model_max_length: int = 2048,
+) -> PreTrainedTokenizerFast:
+    """Train on `inputs` (files/folders; .jsonl uses the 'text' field) and save to `out_dir`.
+
+    Like GPT-NeoX's tokenizer, `<|endoftext|>` is BOS, EOS and UNK, and `<|padding|>` pads. Byte-level
+    means every string encodes (no unknown characters), so the vocabulary starts from the 256 bytes.
+    """
+    special = [EOS_TOKEN, PAD_TOKEN]
+    if vocab_size < 256 + len(special):
+        raise DataError(f'--vocab-size must be at least {256 + len(special)} (256 bytes + special tokens)')
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    seen = 0
+
+    def counted():
+        nonlocal seen
+        for doc in iter_documents(inputs):
+            seen += 1
+            yield doc
+
+    bpe.train_from_iterator(counted(), trainer=trainer)
+    if seen == 0:
+        raise DataError(f'no documents found in {list(map(str, inputs))}')
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token=EOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        model_max_length=model_max_length,
+    )
+    tokenizer.save_pretrained(str(out_dir))
+    return tokenizer
