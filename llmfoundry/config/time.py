@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, replace
 from enum import Enum
 
+from .validation import ConfigError
+
 
 class TimeUnit(str, Enum):
     EPOCH = 'ep'
@@ -36,19 +38,19 @@ class Time:
         if isinstance(value, Time):
             return value
         if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise ValueError(f'{path}={value!r} is not a time: use an integer number of epochs or {_EXAMPLES}.')
+            raise ConfigError(f'{path}={value!r} is not a time: use an integer number of epochs or {_EXAMPLES}.')
         if isinstance(value, int):
             if value < 0:
-                raise ValueError(f'{path}={value} must not be negative.')
+                raise ConfigError(f'{path}={value} must not be negative.')
             return cls(value, TimeUnit.EPOCH)
         match = _PATTERN.match(value)
         if not match:
-            raise ValueError(f'{path}={value!r} is not a time string; write a number and a unit, e.g. {_EXAMPLES}.')
+            raise ConfigError(f'{path}={value!r} is not a time string; write a number and a unit, e.g. {_EXAMPLES}.')
         number, unit = float(match.group(1)), TimeUnit(match.group(2))
         if unit is TimeUnit.DURATION:
             return cls(number, unit)
         if not number.is_integer():
-            raise ValueError(
+            raise ConfigError(
                 f"{path}={value!r}: '{unit.value}' counts whole units; use an integer (or a 'dur' fraction)."
             )
         return cls(int(number), unit)
@@ -69,7 +71,7 @@ class Timestamp:
 
     def get(self, unit: TimeUnit) -> int:
         if unit is TimeUnit.DURATION:
-            raise ValueError("a Timestamp has no 'dur' count; convert with fraction_complete().")
+            raise ConfigError("a Timestamp has no 'dur' count; convert with fraction_complete().")
         return {TimeUnit.EPOCH: self.epoch, TimeUnit.BATCH: self.batch, TimeUnit.SAMPLE: self.sample,
                 TimeUnit.TOKEN: self.token}[unit]
 
@@ -86,7 +88,7 @@ def to_units_of(time: Time, max_duration: Time) -> Time:
     if time.unit is not TimeUnit.DURATION:
         return time
     if max_duration.unit is TimeUnit.DURATION:
-        raise ValueError("max_duration cannot itself be in 'dur'.")
+        raise ConfigError("max_duration cannot itself be in 'dur'.")
     return Time(time.value * max_duration.value, max_duration.unit)
 
 
@@ -116,5 +118,5 @@ def crossed(previous: Timestamp, current: Timestamp, interval: Time, max_duratio
     """
     interval = to_units_of(interval, max_duration)
     if interval.value <= 0:
-        raise ValueError(f'an interval must be positive, got {interval}.')
+        raise ConfigError(f'an interval must be positive, got {interval}.')
     return current.get(interval.unit) // interval.value > previous.get(interval.unit) // interval.value
