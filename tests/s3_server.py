@@ -119,9 +119,10 @@ class S3Server:
         probe = boto3.client(
             's3', endpoint_url=self.endpoint_url, aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY, region_name=REGION,
-            config=Config(connect_timeout=1, read_timeout=2, retries={'max_attempts': 1}),
+            config=Config(connect_timeout=1, read_timeout=10, retries={'max_attempts': 1}),
         )  # fmt: skip
         deadline = time.monotonic() + self.startup_timeout
+        last_error: Exception | None = None
         while time.monotonic() < deadline:
             assert self._proc is not None
             if self._proc.poll() is not None:
@@ -132,9 +133,12 @@ class S3Server:
                 probe.put_object(Bucket='llmfoundry-ready-probe', Key='probe', Body=b'ok')
                 probe.delete_object(Bucket='llmfoundry-ready-probe', Key='probe')
                 return
-            except (BotoCoreError, ClientError):
+            except (BotoCoreError, ClientError) as err:
+                last_error = err
                 time.sleep(0.5)
-        raise TimeoutError(f'SeaweedFS S3 not ready after {self.startup_timeout}s; log:\n{self.log_tail()}')
+        raise TimeoutError(
+            f'SeaweedFS S3 not ready after {self.startup_timeout}s (last error: {last_error}); log:\n{self.log_tail()}'
+        )
 
     def create_bucket(self, name: str) -> str:
         """Create `name` (3-63 characters) if missing; returns 's3://name'."""

@@ -57,11 +57,13 @@ def exists(url: str) -> bool:
 
 
 def is_empty(url: str) -> bool:
-    """True when nothing exists at or under `url`."""
+    """True when no file exists at or under `url` (empty folders and S3 folder markers do not count)."""
     fs, path = filesystem(url)
-    if not fs.exists(path):
-        return True
-    return fs.isdir(path) and not fs.ls(path, detail=False)
+    if is_remote(url):
+        fs.invalidate_cache()
+        # Some servers (SeaweedFS) report a folder marker `prefix/` as a file named `prefix`.
+        return not [f for f in fs.find(path) if f.rstrip('/') != path]
+    return not os.path.exists(path) or (os.path.isdir(path) and not os.listdir(path))
 
 
 def remove(url: str) -> None:

@@ -58,7 +58,7 @@ class StreamingTextDataset(StreamingDataset):
             tokens = sample['tokens']
             if isinstance(tokens, bytes):  # legacy layout: raw bytes of a fixed-width integer array
                 tokens = np.frombuffer(tokens, dtype=self.token_encoding_type)
-            ids = torch.from_numpy(np.asarray(tokens[:self.max_seq_len], dtype=np.int64))
+            ids = torch.from_numpy(np.array(tokens[:self.max_seq_len], dtype=np.int64))  # a writable copy
         elif 'text' in sample:
             encoded = self.tokenizer(sample['text'], truncation=True, max_length=self.max_seq_len)
             ids = torch.tensor(encoded['input_ids'], dtype=torch.long)
