@@ -1,0 +1,57 @@
+"""Process-group setup from the launcher's environment (torchrun, Composer's launcher, SLURM wrappers).
+
+Every launcher we support sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; a plain
+`python train.py` sets none of them and runs as a single process without a process group.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(timeout_s: float, device: str | None = None) -> DistInfo:
+    """Join the process group the launcher described (gloo on CPU, nccl on CUDA); one process needs none."""
+    rank = int(os.environ.get('RANK', 0))
+    world_size = int(os.environ.get('WORLD_SIZE', 1))
+    local_rank = int(os.environ.get('LOCAL_RANK', 0))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith('cuda')
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        target = torch.device('cuda', local_rank)
+    else:
+        target = torch.device('cpu')
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            backend='nccl' if use_cuda else 'gloo', timeout=datetime.timedelta(seconds=timeout_s),
+            device_id=target if use_cuda else None,
+        )
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=target)
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (in place); a no-op without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

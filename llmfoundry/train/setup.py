@@ -1,0 +1,168 @@
+"""Build everything a run needs from a validated config: seed, tokenizer, model, loaders, optimizer,
+callbacks, loggers and the run folder; then hand them to the Trainer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+from torch import nn
+
+from llmfoundry.config.schema import TrainConfig
+from llmfoundry.config.time import Time
+from llmfoundry.config.validation import ConfigError
+from llmfoundry.data.text_loader import build_text_dataloader
+from llmfoundry.data.tokenizers import build_tokenizer
+from llmfoundry.models.registry import build_model
+from llmfoundry.optim.optimizers import build_optimizer
+from llmfoundry.registry import Registry
+
+from .distributed import DistInfo
+from .events import Callback, LoggerDestination, MetricLogger, TrainState, callbacks, loggers
+from .trainer import Trainer, run_folder_for
+
+log = logging.getLogger(__name__)
+
+dataloaders: Registry[Any] = Registry('dataloaders')
+dataloaders.register('text')(build_text_dataloader)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def agree_on_run_name(config: TrainConfig) -> str:
+    """config.run_name, else $RUN_NAME, else a timestamped name chosen by rank 0 and shared."""
+    name = [config.run_name or os.environ.get('RUN_NAME') or time.strftime('llmfoundry-%Y%m%d-%H%M%S')]
+    if dist.is_initialized():
+        dist.broadcast_object_list(name, src=0)
+    return name[0]
+
+
+def device_batch_sizes(config: TrainConfig, info: DistInfo) -> tuple[int, int | str]:
+    """(device train batch size, microbatch size or 'auto')."""
+    world = info.world_size
+    if config.global_train_batch_size is not None:
+        if config.global_train_batch_size % world:
+            raise ConfigError(
+                f'global_train_batch_size={config.global_train_batch_size} is not divisible by the {world} ranks; '
+                f'choose a multiple of {world}.'
+            )
+        device_batch = config.global_train_batch_size // world
+        if config.device_train_batch_size not in (None, device_batch):
+            raise ConfigError(f'device_train_batch_size={config.device_train_batch_size} contradicts '
+                              f'global_train_batch_size / ranks = {device_batch}; set only one of them.')
+    else:
+        device_batch = config.device_train_batch_size
+    micro = config.device_train_microbatch_size
+    return device_batch, micro if micro == 'auto' else min(micro, device_batch)
+
+
+def materialise(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move to `device`; a model built on the meta device is allocated there and initialised deterministically."""
+    if any(p.is_meta for p in model.parameters()):
+        model.to_empty(device=device)
+        model.reset_parameters()
+        return model
+    return model.to(device)
+
+
+def build_callbacks(section: dict[str, Any] | None) -> list[Callback]:
+    import llmfoundry.callbacks  # noqa: F401  (registers the built-in callbacks)
+
+    return [callbacks.build(name, kwargs, path=f'callbacks.{name}') for name, kwargs in (section or {}).items()]
+
+
+def build_loggers(config: TrainConfig, run_folder: Path, max_duration: Time) -> list[LoggerDestination]:
+    import llmfoundry.loggers  # noqa: F401  (registers the built-in loggers)
+    from llmfoundry.loggers.console import ConsoleLogger
+    from llmfoundry.loggers.jsonl import JSONLLogger
+
+    built: list[LoggerDestination] = [JSONLLogger(run_folder / 'metrics.jsonl')]
+    if config.log_to_console:
+        built.append(ConsoleLogger(interval=Time.parse(config.console_log_interval, 'console_log_interval'),
+                                   progress_bar=config.progress_bar, max_duration=max_duration))
+    for name, kwargs in (config.loggers or {}).items():
+        built.append(loggers.build(name, kwargs, path=f'loggers.{name}', run_folder=run_folder))
+    return built
+
+
+def build_loader(section: dict[str, Any], tokenizer, batch_size: int, path: str):
+    section = dict(section)
+    name = section.get('name', 'text')
+    return dataloaders.get(name, f'{path}.name')(section, tokenizer, batch_size, path)
+
+
+def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo) -> Trainer:
+    seed_everything(config.seed)
+    run_name = agree_on_run_name(config)
+    run_folder = run_folder_for(config, run_name)
+    max_duration = Time.parse(config.max_duration, 'max_duration')
+    device_batch, micro = device_batch_sizes(config, info)
+
+    tokenizer_section = dict(config.tokenizer)
+    tokenizer = build_tokenizer(tokenizer_section.pop('name'), tokenizer_section.pop('kwargs', None))
+    model = materialise(build_model(config.model), info.device)
+    if micro == 'auto':
+        micro = auto_microbatch_size(model, device_batch, config.max_seq_len, info)
+    train_loader = build_loader(config.train_loader, tokenizer, device_batch, 'train_loader')
+    eval_sections = [('', config.eval_loader)] if config.eval_loader else [
+        (section.get('label', f'eval{i}'), {k: v for k, v in section.items() if k != 'label'})
+        for i, section in enumerate(config.eval_loaders or [])
+    ]
+    eval_loaders = [(label, build_loader(section, tokenizer, config.device_eval_batch_size,
+                                         f'eval_loaders.{label}' if label else 'eval_loader'))
+                    for label, section in eval_sections]
+    optimizer = build_optimizer(config.optimizer, model)
+
+    if info.is_main:
+        run_folder.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(resolved), run_folder / 'config.yaml')
+        if config.log_config:
+            log.info('Resolved config:\n%s', OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    logger = MetricLogger(build_loggers(config, run_folder, max_duration) if info.is_main else [], info.is_main)
+    logger.log_hyperparameters(resolved)
+    state = TrainState(
+        config=config, model=model, optimizer=optimizer, dist=info, max_duration=max_duration, run_name=run_name,
+        run_folder=run_folder, device_train_batch_size=device_batch, microbatch_size=micro, tokenizer=tokenizer,
+    )
+    return Trainer(config, state, train_loader, eval_loaders, build_callbacks(config.callbacks), logger)
+
+
+def auto_microbatch_size(model: nn.Module, device_batch: int, seq_len: int, info: DistInfo) -> int:
+    """device_train_microbatch_size: auto. On CUDA, the largest size (halving from the device batch) whose
+    forward+backward at max_seq_len fits, agreed across ranks (the minimum); on CPU, the whole device batch."""
+    if info.device.type != 'cuda':
+        log.info('device_train_microbatch_size: auto on %s: the whole device batch (%d).', info.device, device_batch)
+        return device_batch
+    size = device_batch
+    vocab = model.get_input_embeddings().num_embeddings
+    while True:
+        try:
+            ids = torch.randint(0, vocab, (size, seq_len), device=info.device)
+            model(input_ids=ids).logits.float().mean().backward()
+            break
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            size //= 2
+            log.warning('device_train_microbatch_size: auto: out of memory, trying %d', size)
+        finally:
+            model.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+    if dist.is_initialized():
+        agreed = torch.tensor([size], device=info.device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+        size = int(agreed)
+    log.info('device_train_microbatch_size: auto chose %d', size)
+    return size

@@ -1,0 +1,254 @@
+"""The training loop: global batch -> microbatches -> forward/backward -> clip -> step -> schedule.
+
+Loss normalisation: the loss of a step is the summed cross-entropy of every target token in the
+global batch (all ranks, all microbatches) divided by the number of those tokens. Each microbatch
+backpropagates its own sum divided by the global count; DistributedDataParallel then averages
+gradients over ranks, so each rank's loss is also multiplied by the world size. Neither the
+microbatch size nor the number of ranks changes the gradient (up to float reduction order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from llmfoundry.config.schema import TrainConfig
+from llmfoundry.config.time import Time, crossed, reached
+from llmfoundry.config.validation import ConfigError
+from llmfoundry.optim.schedulers import apply_lr, build_scheduler
+
+from .batching import IGNORE_INDEX, count_targets, split_microbatches
+from .distributed import DistInfo, all_reduce_sum
+from .events import Callback, MetricLogger, TrainState
+from .metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
+
+log = logging.getLogger(__name__)
+
+
+def token_losses_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy (labels are aligned with inputs; the shift happens here)."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX,
+                           reduction='sum')
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        state: TrainState,
+        train_loader,
+        eval_loaders: list[tuple[str, Any]],
+        callbacks: list[Callback],
+        logger: MetricLogger,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.dist: DistInfo = state.dist
+        self.train_loader = train_loader
+        self.eval_loaders = eval_loaders
+        self.callbacks = callbacks
+        self.logger = logger
+        self.scheduler = build_scheduler(config.scheduler)
+        self.eval_interval = Time.parse(config.eval_interval, 'eval_interval')
+        self.console_interval = Time.parse(config.console_log_interval, 'console_log_interval')
+        self.clipping = _clipping(config.algorithms)
+        self.autocast_dtype = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16}.get(config.precision)
+        self.scaler = torch.amp.GradScaler(self.dist.device.type) if config.precision == 'amp_fp16' else None
+        self.train_metrics = [LanguageCrossEntropy(), LanguagePerplexity(), TokenAccuracy()]
+        model = state.model
+        self.takes_sequence_id = 'sequence_id' in inspect.signature(model.forward).parameters
+        self.module: nn.Module = model
+        if self.dist.world_size > 1:
+            device_ids = [self.dist.device.index] if self.dist.device.type == 'cuda' else None
+            self.module = DistributedDataParallel(model, device_ids=device_ids)
+
+    # ----- one step -------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dist.device.type, dtype=self.autocast_dtype)
+
+    def _forward(self, module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {'input_ids': batch['input_ids'], 'attention_mask': batch.get('attention_mask')}
+        if self.takes_sequence_id and 'sequence_id' in batch:
+            inputs['sequence_id'] = batch['sequence_id']
+        with self._autocast():
+            return module(**inputs).logits
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> None:
+        state, device = self.state, self.dist.device
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        counts = torch.tensor([count_targets(batch['labels']), int(batch['attention_mask'].sum()),
+                               batch['input_ids'].shape[0]], dtype=torch.float64, device=device)
+        global_targets, global_tokens, global_samples = (int(v) for v in all_reduce_sum(counts).tolist())
+        if global_targets == 0:
+            raise RuntimeError(f'batch {state.timestamp.batch + 1} has no target tokens on any rank.')
+        for metric in self.train_metrics:
+            metric.reset()
+        microbatches = split_microbatches(batch, state.microbatch_size)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for index, micro in enumerate(microbatches):
+            last = index == len(microbatches) - 1
+            sync = contextlib.nullcontext() if last or self.module is state.model else self.module.no_sync()
+            with sync:
+                logits = self._forward(self.module, micro)
+                summed = token_losses_sum(logits, micro['labels'])
+                loss = summed * (self.dist.world_size / global_targets)
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_sum += summed.detach().double()
+            for metric in self.train_metrics:
+                metric.update(logits.detach(), micro['labels'])
+        if self.scaler:
+            self.scaler.unscale_(state.optimizer)
+        self._event('before_optimizer_step')
+        if self.clipping:
+            self.clipping(state.model.parameters())
+        if self.scaler:
+            self.scaler.step(state.optimizer)
+            self.scaler.update()
+        else:
+            state.optimizer.step()
+        state.optimizer.zero_grad(set_to_none=True)
+        stop = torch.tensor([loss_sum.item(), float(state.stop_reason is not None)], dtype=torch.float64,
+                            device=device)
+        total_loss, stop_votes = all_reduce_sum(stop).tolist()
+        state.loss = total_loss / global_targets
+        state.batch_samples, state.batch_tokens = global_samples, global_tokens
+        state.timestamp = state.timestamp.after_batch(samples=global_samples, tokens=global_tokens)
+        if stop_votes and state.stop_reason is None:
+            state.stop_reason = 'another rank asked to stop'
+
+    # ----- evaluation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        model = self.state.model
+        was_training = model.training
+        model.eval()
+        results: dict[str, float] = {}
+        for label, loader in self.eval_loaders:
+            metrics = [LanguageCrossEntropy(), LanguagePerplexity(), TokenAccuracy()]
+            for index, batch in enumerate(loader):
+                if 0 <= self.config.eval_subset_num_batches <= index:
+                    break
+                batch = {k: v.to(self.dist.device) for k, v in batch.items()}
+                logits = self._forward(model, batch)
+                for metric in metrics:
+                    metric.update(logits, batch['labels'])
+            for metric in metrics:
+                metric.sync()
+                results[metric_name('eval', metric, label)] = metric.compute()
+        model.train(was_training)
+        self.logger.log(results, self.state.timestamp)
+        self._event('eval_end', results)
+        return results
+
+    # ----- the loop ------------------------------------------------------------------------------
+    def _event(self, name: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, name)(self.state, self.logger, *args)
+
+    def _done(self) -> bool:
+        state = self.state
+        return state.stop_reason is not None or reached(state.timestamp, state.max_duration, state.max_duration)
+
+    def _batches_per_epoch(self) -> int | None:
+        # Schedules written in epochs move every batch: Composer converts epochs to batches the same way.
+        try:
+            total = len(self.train_loader)
+        except TypeError:
+            return None
+        subset = self.config.train_subset_num_batches
+        return min(total, subset) if subset >= 0 else total
+
+    def _epoch_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        for index, batch in enumerate(self.train_loader):
+            if 0 <= self.config.train_subset_num_batches <= index:
+                return
+            yield batch
+
+    def _log_train(self) -> None:
+        state = self.state
+        metrics = {'loss/train/total': state.loss}
+        for metric in self.train_metrics:
+            metric.sync()
+            metrics[metric_name('train', metric)] = metric.compute()
+        self.logger.log(metrics, state.timestamp)
+
+    def fit(self) -> TrainState:
+        state = self.state
+        state.model.train()
+        self._event('fit_start')
+        if self.config.eval_first and self.eval_loaders:
+            self.evaluate()
+        while not self._done():
+            batches_this_epoch = 0
+            for batches_this_epoch, batch in enumerate(self._epoch_batches(), start=1):  # noqa: B007
+                state.lr_multiplier = self.scheduler(state.timestamp, state.max_duration, self._batches_per_epoch())
+                apply_lr(state.optimizer, state.lr_multiplier)
+                self._event('batch_start')
+                previous = state.timestamp
+                self._train_step(batch)
+                if not math.isfinite(state.loss):
+                    log.warning('batch %d: loss is %s', state.timestamp.batch, state.loss)
+                if crossed(previous, state.timestamp, self.console_interval, state.max_duration):
+                    self._log_train()
+                self._event('batch_end')
+                if self.eval_loaders and crossed(previous, state.timestamp, self.eval_interval, state.max_duration):
+                    self.evaluate()
+                if self._done():
+                    break
+            else:  # the epoch ran to its end
+                if batches_this_epoch == 0:
+                    raise ConfigError('train_loader produced no batch: the dataset is smaller than one device '
+                                      'batch (with drop_last: true) or empty.')
+                previous = state.timestamp
+                state.timestamp = state.timestamp.after_epoch()
+                self._event('epoch_end')
+                if self.eval_loaders and crossed(previous, state.timestamp, self.eval_interval, state.max_duration):
+                    self.evaluate()
+        if state.stop_reason:
+            log.warning('Stopping at batch %d: %s', state.timestamp.batch, state.stop_reason)
+        self._event('fit_end')
+        self.logger.close()
+        return state
+
+
+def _clipping(algorithms: dict[str, Any] | None):
+    """algorithms.gradient_clipping {clipping_type: norm | value, clipping_threshold} -> a function of params."""
+    algorithms = dict(algorithms or {})
+    unknown = set(algorithms) - {'gradient_clipping'}
+    if unknown:
+        raise ConfigError(f"algorithms.{sorted(unknown)[0]} is not supported; available: gradient_clipping.")
+    spec = algorithms.get('gradient_clipping')
+    if spec is None:
+        return None
+    spec = dict(spec)
+    kind, threshold = spec.pop('clipping_type', 'norm'), spec.pop('clipping_threshold', None)
+    if spec:
+        raise ConfigError(f"algorithms.gradient_clipping.{next(iter(spec))}: unknown key; valid keys: "
+                          'clipping_type, clipping_threshold.')
+    if not isinstance(threshold, (int, float)) or threshold <= 0:
+        raise ConfigError('algorithms.gradient_clipping.clipping_threshold must be a positive number.')
+    if kind == 'norm':
+        return lambda params: torch.nn.utils.clip_grad_norm_(list(params), threshold)
+    if kind == 'value':
+        return lambda params: torch.nn.utils.clip_grad_value_(list(params), threshold)
+    raise ConfigError(f"algorithms.gradient_clipping.clipping_type={kind!r} is invalid; allowed: norm, value.")
+
+
+def run_folder_for(config: TrainConfig, run_name: str) -> Path:
+    """Always local: save_folder when it is a local path, else runs/{run_name}."""
+    folder = config.save_folder
+    if folder and '://' not in folder:
+        return Path(folder.format(run_name=run_name))
+    return Path('runs') / run_name
