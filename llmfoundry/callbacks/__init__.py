@@ -1,0 +1,13 @@
+"""Training callbacks; importing this package registers them under their YAML names (llm-foundry's)."""
+
+from .generate import Generate
+from .loss_spike import LossSpike
+from .lr_monitor import LRMonitor
+from .memory_monitor import MemoryMonitor
+from .nan_monitor import NaNMonitor
+from .optimizer_monitor import OptimizerMonitor
+from .runtime_estimator import RuntimeEstimator
+from .speed_monitor import SpeedMonitor
+
+__all__ = ['Generate', 'LRMonitor', 'LossSpike', 'MemoryMonitor', 'NaNMonitor', 'OptimizerMonitor',
+           'RuntimeEstimator', 'SpeedMonitor']
