@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sysconfig
+from pathlib import Path
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
@@ -21,3 +23,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if 'gpu' in item.keywords:
             item.add_marker(skip_gpu)
+
+
+# ----- session-wide inputs: a real text+code corpus and a tokenizer trained on it ----------------------
+CORPUS_BYTES = 300_000  # a few hundred KB keeps the suite fast on 2 cores
+MAX_FILE_BYTES = 40_000
+VOCAB_SIZE = 800
+
+
+def stdlib_files(total_bytes: int, max_file_bytes: int) -> list[Path]:
+    """Top-level stdlib modules in name order, smaller than max_file_bytes, up to total_bytes."""
+    root = Path(sysconfig.get_paths()['stdlib'])
+    chosen, size = [], 0
+    for path in sorted(root.glob('*.py')):
+        n = path.stat().st_size
+        if 200 < n <= max_file_bytes:
+            chosen.append(path)
+            size += n
+            if size >= total_bytes:
+                break
+    return chosen
+
+
+@pytest.fixture(scope='session')
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of .txt files, one stdlib module each (code with English docstrings and comments)."""
+    out = tmp_path_factory.mktemp('corpus')
+    for path in stdlib_files(CORPUS_BYTES, MAX_FILE_BYTES):
+        (out / f'{path.stem}.txt').write_text(path.read_text(encoding='utf-8'), encoding='utf-8')
+    return out
+
+
+@pytest.fixture(scope='session')
+def tokenizer_dir(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A byte-level BPE trained once per session with our own `llmfoundry tokenizer train`."""
+    from llmfoundry.data.tokenizer_cli import main
+
+    out = str(tmp_path_factory.mktemp('tokenizer'))
+    assert main(['train', '--input', str(corpus_dir), '--vocab-size', str(VOCAB_SIZE), '--out', out]) == 0
+    return out

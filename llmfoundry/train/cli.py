@@ -12,7 +12,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument('yaml')
     parser.add_argument('overrides', nargs='*', help='key.subkey=value overrides')
     parser.add_argument('--nproc', type=int, default=None, help='processes on this node (spawns torchrun)')
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if not args.nproc:
         from .entry import main as train_main
 

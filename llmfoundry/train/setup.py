@@ -83,7 +83,7 @@ def build_callbacks(section: dict[str, Any] | None) -> list[Callback]:
     return [callbacks.build(name, kwargs, path=f'callbacks.{name}') for name, kwargs in (section or {}).items()]
 
 
-def build_loggers(config: TrainConfig, run_folder: Path, max_duration: Time) -> list[LoggerDestination]:
+def build_loggers(config: TrainConfig, run_folder: Path, run_name: str, max_duration: Time) -> list[LoggerDestination]:
     import llmfoundry.loggers  # noqa: F401  (registers the built-in loggers)
     from llmfoundry.loggers.console import ConsoleLogger
     from llmfoundry.loggers.jsonl import JSONLLogger
@@ -93,7 +93,7 @@ def build_loggers(config: TrainConfig, run_folder: Path, max_duration: Time) -> 
         built.append(ConsoleLogger(interval=Time.parse(config.console_log_interval, 'console_log_interval'),
                                    progress_bar=config.progress_bar, max_duration=max_duration))
     for name, kwargs in (config.loggers or {}).items():
-        built.append(loggers.build(name, kwargs, path=f'loggers.{name}', run_folder=run_folder))
+        built.append(loggers.build(name, kwargs, path=f'loggers.{name}', run_folder=run_folder, default_name=run_name))
     return built
 
 
@@ -130,7 +130,7 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
         OmegaConf.save(OmegaConf.create(resolved), run_folder / 'config.yaml')
         if config.log_config:
             log.info('Resolved config:\n%s', OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    logger = MetricLogger(build_loggers(config, run_folder, max_duration) if info.is_main else [], info.is_main)
+    logger = MetricLogger(build_loggers(config, run_folder, run_name, max_duration) if info.is_main else [], info.is_main)
     logger.log_hyperparameters(resolved)
     state = TrainState(
         config=config, model=model, optimizer=optimizer, dist=info, max_duration=max_duration, run_name=run_name,
