@@ -130,7 +130,8 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
         OmegaConf.save(OmegaConf.create(resolved), run_folder / 'config.yaml')
         if config.log_config:
             log.info('Resolved config:\n%s', OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    logger = MetricLogger(build_loggers(config, run_folder, run_name, max_duration) if info.is_main else [], info.is_main)
+    destinations = build_loggers(config, run_folder, run_name, max_duration) if info.is_main else []
+    logger = MetricLogger(destinations, info.is_main)
     logger.log_hyperparameters(resolved)
     state = TrainState(
         config=config, model=model, optimizer=optimizer, dist=info, max_duration=max_duration, run_name=run_name,
