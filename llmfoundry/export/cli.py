@@ -1,0 +1,47 @@
+"""`llmfoundry convert to-hf SRC OUT` and `llmfoundry convert from-hf SRC OUT`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='llmfoundry convert', description=__doc__)
+    sub = parser.add_subparsers(dest='direction', required=True)
+    to_hf = sub.add_parser('to-hf', help='export as native MPT, native Llama, or remote code (chosen from the config)')
+    to_hf.add_argument('src', help='a folder saved with save_pretrained (or any folder from-hf reads)')
+    to_hf.add_argument('out', help='the new Hugging Face folder (must not exist or be empty)')
+    to_hf.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None,
+                       help="weights' dtype (default: as stored in SRC)")
+    to_hf.add_argument('--max-seq-len', type=int, default=None,
+                       help='raise max_seq_len in the exported config (native MPT builds ALiBi only this long)')
+    to_hf.add_argument('--tokenizer', default=None, help="folder whose tokenizer files to include (default: SRC's)")
+    to_hf.add_argument('--remote-code', action='store_true', help='write remote code even where a native class fits')
+    from_hf = sub.add_parser('from-hf', help='import a native MPT, mosaicml MPT, our remote-code or Llama folder')
+    from_hf.add_argument('src', help='the Hugging Face folder')
+    from_hf.add_argument('out', help='the new save_pretrained folder (must not exist or be empty)')
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help or a usage error: report its status instead of exiting the caller
+        return int(exc.code or 0)
+    # Heavy imports only once the arguments are valid, so --help stays fast.
+    from .from_hf import convert_from_hf
+    from .to_hf import export_to_hf
+
+    try:
+        if args.direction == 'to-hf':
+            fmt = export_to_hf(args.src, args.out, dtype=args.dtype, max_seq_len=args.max_seq_len,
+                               tokenizer=args.tokenizer, remote_code=args.remote_code)
+            print(f'wrote {args.out} ({fmt})')
+        else:
+            kind = convert_from_hf(args.src, args.out)
+            print(f'wrote {args.out} (imported from a {kind} folder)')
+    except (FileExistsError, FileNotFoundError, ValueError, KeyError) as exc:
+        print(f'llmfoundry convert: error: {exc}', file=sys.stderr)
+        return 1
+    return 0
