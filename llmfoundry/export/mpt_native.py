@@ -14,7 +14,6 @@ _NATIVE_SEMANTICS: dict[str, Any] = {
     'expansion_ratio': 4,
     'no_bias': True,
     'logit_scale': None,
-    'tie_word_embeddings': True,
 }
 _NATIVE_ATTN_SEMANTICS: dict[str, Any] = {
     'attn_type': 'multihead_attention',
@@ -23,11 +22,11 @@ _NATIVE_ATTN_SEMANTICS: dict[str, Any] = {
     'qk_ln': False,
 }
 _NATIVE_ATTN_KEYS = ('attn_pdrop', 'clip_qkv', 'softmax_scale', 'attn_uses_sequence_id')
+_TOKEN_KEYS = ('bos_token_id', 'eos_token_id', 'pad_token_id')
 
 
 def _float_or_none(value: float | None) -> float | None:
     return None if value is None else float(value)
-_TOKEN_KEYS = ('bos_token_id', 'eos_token_id', 'pad_token_id')
 
 
 def to_native_mpt_config(config: MPTConfig, max_seq_len: int) -> dict[str, Any]:
@@ -85,8 +84,9 @@ def from_native_mpt_config(native: dict[str, Any]) -> MPTConfig:
     if ignored:
         warnings.warn(f"transformers' MptForCausalLM ignores {', '.join(ignored)}; importing what it computes.",
                       stacklevel=3)
+    # tie_word_embeddings is honoured: transformers ties lm_head to wte only when it is true (the default).
     keep = ('d_model', 'n_heads', 'n_layers', 'max_seq_len', 'vocab_size', 'resid_pdrop', 'emb_pdrop', 'use_cache',
-            *_TOKEN_KEYS)
+            'tie_word_embeddings', *_TOKEN_KEYS)
     return MPTConfig(
         **{k: native[k] for k in keep if k in native},
         **_NATIVE_SEMANTICS,

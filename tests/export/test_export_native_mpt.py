@@ -78,3 +78,16 @@ def test_max_seq_len_raises_native_alibi_range(tmp_path):
     assert max_diff(logits(ours, ids), logits(theirs, ids)) <= TOL
     with pytest.raises(ValueError, match='can only be raised'):
         export_to_hf(ours, tmp_path / 'lower', max_seq_len=32)
+
+
+def test_import_untied_native_mpt(tmp_path):
+    torch.manual_seed(1)
+    theirs = MptForCausalLM(MptConfig(d_model=32, n_heads=4, n_layers=1, vocab_size=128, max_seq_len=32,
+                                      tie_word_embeddings=False)).eval()
+    with torch.no_grad():
+        theirs.lm_head.weight.normal_()  # distinct from wte
+    theirs.save_pretrained(tmp_path / 'native')
+    ours = import_from_hf(tmp_path / 'native')
+    assert not ours.config.tie_word_embeddings
+    ids = input_ids()
+    assert max_diff(logits(ours, ids), logits(theirs, ids)) <= TOL
