@@ -45,14 +45,12 @@ def test_load_foreign_folder_leaves_our_folders_to_from_pretrained(tmp_path, nat
     assert load_foreign_folder(tmp_path / 'ours') is None
 
 
-@pytest.mark.xfail(strict=True, reason="needs configuration_mpt.py to accept attn_config.model_type (see report)")
 def test_from_pretrained_native_mpt_folder(native_mpt_dir):
     path, theirs = native_mpt_dir
     ids = input_ids()
     assert max_diff(logits(MPTForCausalLM.from_pretrained(path), ids), logits(theirs, ids)) <= TOL
 
 
-@pytest.mark.xfail(strict=True, reason='needs the from_pretrained hook in modeling_mpt.py (see report)')
 def test_from_pretrained_llama_folder(llama_dir):
     path, theirs = llama_dir
     ids = input_ids()

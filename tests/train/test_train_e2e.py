@@ -28,10 +28,13 @@ def mds_dir(corpus_dir: Path, tokenizer_dir: str, tmp_path_factory: pytest.TempP
     return out
 
 
+MPT_SIZE = ['model.vocab_size=1024', 'model.d_model=64', 'model.n_layers=2']
+
+
 def overrides(mds_dir: Path, tokenizer_dir: str, run_folder: Path, *extra: str) -> list[str]:
     return [
         f'variables.data_local={mds_dir}', f'variables.tokenizer={tokenizer_dir}', 'variables.max_seq_len=64',
-        'model.vocab_size=1024', 'model.d_model=64', 'model.n_layers=2', 'max_duration=10ba',
+        'max_duration=10ba',
         'global_train_batch_size=8', 'device_train_microbatch_size=2', 'console_log_interval=1ba',
         'train_loader.dataset.num_canonical_nodes=1', 'eval_loader.dataset.num_canonical_nodes=1',
         'eval_subset_num_batches=4', f'save_folder={run_folder}', *extra,
@@ -49,9 +52,16 @@ def train_losses(records: list[dict]) -> dict[int, float]:
 @pytest.mark.slow
 def test_tiny_yaml_trains_and_two_ranks_match_one(mds_dir, tokenizer_dir, tmp_path):
     single = tmp_path / 'single'
-    assert train([str(TINY_YAML), *overrides(mds_dir, tokenizer_dir, single, 'eval_first=true',
-                                             'eval_interval=10ba')]) == 0
+    assert train([str(TINY_YAML), *overrides(mds_dir, tokenizer_dir, single, *MPT_SIZE, 'eval_first=true',
+                                             'eval_interval=10ba',
+                                             'loggers.wandb={}', 'callbacks.speed_monitor.window_size=2')]) == 0
     records = read_metrics(single)
+    logged = {name for record in records for name in record}
+    assert {'throughput/tokens_per_sec', 'throughput/device/samples_per_sec', 'lr-DecoupledAdamW/group0',
+            'memory/rss_mem', 'time/remaining_estimate', 'metrics/train/LanguagePerplexity'} <= logged
+    assert 'throughput/device/mfu' not in logged  # no peak FLOPs known for a CPU: omitted, not guessed
+    assert all(value is not None for record in records for value in record.values())  # finite (NaN -> null)
+    assert list(single.glob('wandb/offline-run-*/run-*.wandb'))
     losses = train_losses(records)
     assert sorted(losses) == list(range(1, 11))
     evals = [r['metrics/eval/LanguageCrossEntropy'] for r in records if 'metrics/eval/LanguageCrossEntropy' in r]
@@ -64,9 +74,27 @@ def test_tiny_yaml_trains_and_two_ranks_match_one(mds_dir, tokenizer_dir, tmp_pa
     double = tmp_path / 'double'
     env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
     command = [sys.executable, '-m', 'llmfoundry.cli', 'train', str(TINY_YAML), '--nproc', '2',
-               *overrides(mds_dir, tokenizer_dir, double, 'eval_interval=10ba')]
+               *overrides(mds_dir, tokenizer_dir, double, *MPT_SIZE, 'eval_interval=10ba')]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     two_rank = train_losses(read_metrics(double))
     for batch, loss in losses.items():
         assert two_rank[batch] == pytest.approx(loss, rel=1e-5), batch
+
+
+@pytest.mark.slow
+def test_hf_causal_lm_trains_from_a_local_folder(mds_dir, tokenizer_dir, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path / 'llama'
+    LlamaForCausalLM(LlamaConfig(vocab_size=1024, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(folder)
+    config = TINY_YAML.read_text().split('\nmodel:\n')
+    rest = config[1][config[1].index('\ntokenizer:'):]
+    hf_yaml = tmp_path / 'hf.yaml'
+    hf_yaml.write_text(f'{config[0]}\nmodel:\n  name: hf_causal_lm\n  pretrained_model_name_or_path: {folder}\n{rest}')
+    run = tmp_path / 'run'
+    extra = ['model.config_overrides.attention_dropout=0.0', 'max_duration=3ba', 'eval_interval=3ba', 'callbacks=null']
+    assert train([str(hf_yaml), *overrides(mds_dir, tokenizer_dir, run, *extra)]) == 0
+    losses = train_losses(read_metrics(run))
+    assert sorted(losses) == [1, 2, 3] and all(5 < loss < 8 for loss in losses.values())

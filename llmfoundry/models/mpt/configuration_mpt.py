@@ -79,6 +79,8 @@ _IGNORED_TOP_LEVEL = ('verbose', 'initializer_range')
 _TRANSFORMERS_EXTRA_KEYS = (
     'auto_map', 'torch_dtype', 'dtype', 'transformers_version', '_name_or_path', '_commit_hash',
     'model_type', 'num_labels', 'use_return_dict', '_attn_implementation_autoset', 'attn_implementation',
+    # transformers 5 passes name_or_path, and its PretrainedConfig no longer declares the token ids
+    'name_or_path', 'bos_token_id', 'eos_token_id', 'pad_token_id',
 )
 
 
@@ -211,6 +213,7 @@ class MPTConfig(PretrainedConfig):
     def _without_legacy_attn_keys(attn_config: dict[str, Any] | None) -> dict[str, Any]:
         attn_config = dict(attn_config or {})
         MPTConfig._check_noop('attn_config.prefix_lm', attn_config.pop('prefix_lm', False), (False, None))
+        attn_config.pop('model_type', None)  # transformers' native MptAttentionConfig serialises this key
         return attn_config
 
     @staticmethod

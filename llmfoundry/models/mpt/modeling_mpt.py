@@ -174,6 +174,18 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
                 self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Also loads transformers-native MPT and Llama folders, converted by llmfoundry.export."""
+        try:  # absent where exported remote-code folders run; they only load their own format
+            from llmfoundry.export.from_hf import load_foreign_folder
+        except ImportError:
+            load_foreign_folder = None
+        model = load_foreign_folder(pretrained_model_name_or_path, **kwargs) if load_foreign_folder else None
+        if model is not None:
+            return model
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.transformer.wte
 
