@@ -1,0 +1,91 @@
+"""The pretraining YAMLs: llm-foundry's layout, the released MPT architecture, the published sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from llmfoundry.models.accounting import count_parameters
+from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
+
+REPO = Path(__file__).resolve().parents[2]
+YAMLS = REPO / 'yamls' / 'pretrain'
+REFERENCE_YAML = Path('/work/shared/reference/llmfoundry-yamls/mpt-7b.yaml')
+
+# size: (d_model, n_heads, n_layers, exact parameter count with vocab 50432)
+SIZES = {
+    '125m': (768, 12, 12, 123_685_632),
+    '350m': (1024, 16, 24, 353_682_432),
+    '760m': (1536, 12, 24, 757_016_064),
+    '1b': (2048, 16, 24, 1_311_344_640),
+    '3b': (2560, 20, 32, 2_645_854_720),
+    '7b': (4096, 32, 32, 6_649_286_656),  # the released mosaicml/mpt-7b
+    '13b': (5120, 40, 40, 12_841_538_560),
+    '30b': (7168, 56, 48, 29_957_200_896),
+    '70b': (8192, 64, 80, 64_838_967_296),  # 12 * 80 * 8192^2 + embeddings: MHA with a 4x MLP, not Llama-2-70B's shape
+}
+TOP_LEVEL_KEYS = {
+    'variables', 'max_seq_len', 'run_name', 'model', 'tokenizer', 'train_loader', 'eval_loader', 'scheduler',
+    'optimizer', 'algorithms', 'max_duration', 'eval_interval', 'eval_first', 'eval_subset_num_batches',
+    'global_train_batch_size', 'seed', 'device_eval_batch_size', 'device_train_microbatch_size', 'precision',
+    'fsdp_config', 'progress_bar', 'log_to_console', 'console_log_interval', 'callbacks',
+}
+
+
+def _load(size: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(YAMLS / f'mpt-{size}.yaml'), resolve=True)
+
+
+def _config(size: str) -> MPTConfig:
+    model = dict(_load(size)['model'])
+    assert model.pop('name') == 'mpt_causal_lm'
+    return MPTConfig(**model)
+
+
+def test_exactly_the_published_sizes_exist() -> None:
+    assert sorted(p.stem for p in YAMLS.glob('*.yaml')) == sorted(f'mpt-{s}' for s in SIZES)
+
+
+@pytest.mark.parametrize('size', SIZES)
+def test_layout_matches_llm_foundry(size: str) -> None:
+    cfg = _load(size)
+    assert set(cfg) == TOP_LEVEL_KEYS
+    if REFERENCE_YAML.exists():
+        assert set(cfg) == set(OmegaConf.load(REFERENCE_YAML))
+    assert cfg['tokenizer'] == {'name': 'EleutherAI/gpt-neox-20b', 'kwargs': {'model_max_length': 2048}}
+    for loader in ('train_loader', 'eval_loader'):
+        assert cfg[loader]['dataset']['max_seq_len'] == cfg['max_seq_len'] == 2048
+    assert cfg['seed'] == cfg['variables']['global_seed']
+    assert cfg['precision'] == 'amp_bf16'
+    assert cfg['global_train_batch_size'] % cfg['device_train_microbatch_size'] == 0
+
+
+@pytest.mark.parametrize('size', SIZES)
+def test_model_section_is_released_mpt_architecture(size: str) -> None:
+    d_model, n_heads, n_layers, n_params = SIZES[size]
+    config = _config(size)
+    assert (config.d_model, config.n_heads, config.n_layers) == (d_model, n_heads, n_layers)
+    assert (config.vocab_size, config.max_seq_len, config.expansion_ratio) == (50432, 2048, 4)
+    assert config.no_bias and config.attn_config['alibi'] and not config.learned_pos_emb
+    assert config.attn_config['attn_impl'] == 'flash' and config.init_device == 'meta'
+    assert config.norm_type == 'low_precision_layernorm' and config.tie_word_embeddings
+    assert count_parameters(config) == n_params
+
+
+@pytest.mark.parametrize('size', SIZES)
+def test_max_duration_is_about_20_tokens_per_parameter(size: str) -> None:
+    cfg = _load(size)
+    batches = int(cfg['max_duration'].removesuffix('ba'))
+    tokens = batches * cfg['global_train_batch_size'] * cfg['max_seq_len']
+    assert 20.0 <= tokens / SIZES[size][3] < 20.4
+
+
+@pytest.mark.parametrize('size', ['125m', '7b', '70b'])
+def test_model_builds_on_meta_with_the_counted_parameters(size: str) -> None:
+    model = MPTForCausalLM(_config(size))
+    params = list(model.parameters())
+    assert all(p.device == torch.device('meta') for p in params)
+    assert sum(p.numel() for p in params) == SIZES[size][3] == count_parameters(model)
