@@ -47,8 +47,11 @@ class DocumentEncoder:
 
     def encode(self, docs: list[str]) -> list[np.ndarray]:
         if self.tokenizer.is_fast:
-            # The Rust batch encoder directly: same ids as tokenizer(docs), without Python-side overhead.
-            ids = [enc.ids for enc in self.tokenizer.backend_tokenizer.encode_batch(docs, add_special_tokens=True)]
+            # The Rust batch encoder directly: the same ids as tokenizer(docs) without the Python-side
+            # overhead; encode_batch_fast (tokenizers>=0.21) also skips character offsets we never use.
+            backend = self.tokenizer.backend_tokenizer
+            encode = getattr(backend, 'encode_batch_fast', backend.encode_batch)
+            ids = [enc.ids for enc in encode(docs, add_special_tokens=True)]
         else:
             ids = self.tokenizer(docs, add_special_tokens=True, verbose=False)['input_ids']
         return [np.concatenate([self.bos, np.asarray(x, dtype=TOKEN_DTYPE), self.eos]) for x in ids]

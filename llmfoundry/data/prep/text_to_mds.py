@@ -15,6 +15,7 @@ Layout of the output folder:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -97,8 +98,21 @@ _on_report: Callable[[], None] = lambda: None
 def _init_worker(counters: tuple) -> None:
     global _counters
     _counters = counters
-    # Parallelism comes from the processes; each one's tokenizer uses one thread.
+
+
+@contextlib.contextmanager
+def _single_threaded_tokenizers() -> Iterator[None]:
+    """While forking workers: parallelism comes from the processes, one tokenizer thread each (and
+    tokenizers does not warn about a fork after its thread pool was used)."""
+    previous = os.environ.get('TOKENIZERS_PARALLELISM')
     os.environ['TOKENIZERS_PARALLELISM'] = 'false'
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ['TOKENIZERS_PARALLELISM']
+        else:
+            os.environ['TOKENIZERS_PARALLELISM'] = previous
 
 
 def _convert_group(index: int, files: list[str], out: str, spec: ConvertSpec) -> Stats:
@@ -133,7 +147,8 @@ def _run_groups(
         finally:
             _on_report = lambda: None
         return
-    with ProcessPoolExecutor(min(processes, len(todo)), ctx, _init_worker, (counters,)) as pool:
+    with _single_threaded_tokenizers(), ProcessPoolExecutor(min(processes, len(todo)), ctx, _init_worker,
+                                                            (counters,)) as pool:
         pending = {pool.submit(_convert_group, i, groups[i], out, spec) for i in todo}
         try:
             while pending:
