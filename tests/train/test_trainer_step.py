@@ -120,3 +120,32 @@ def test_a_callback_can_stop_the_run(tmp_path):
 
     state = make_trainer(tmp_path, batches(4), 4, [StopAtTwo()], max_duration='10ba').fit()
     assert state.timestamp.batch == 2 and state.stop_reason == 'enough'
+
+
+@pytest.mark.parametrize('precision', ['amp_bf16', 'amp_fp16'])
+def test_mixed_precision_runs_close_to_fp32(tmp_path, precision):
+    data = batches(2)
+    reference, mixed = GradientRecorder(), GradientRecorder()
+    make_trainer(tmp_path, data, 2, [reference], max_duration='2ba').fit()
+    make_trainer(tmp_path, data, 2, [mixed], max_duration='2ba', precision=precision).fit()
+    assert mixed.losses == pytest.approx(reference.losses, rel=2e-2)
+    for name, grad in reference.grads[0].items():  # the fp16 grad scaler's factor is removed before this event
+        assert (mixed.grads[0][name] - grad).norm() <= 0.05 * grad.norm() + 1e-6, name
+
+
+def test_gradient_clipping_by_norm_and_value():
+    from llmfoundry.config.validation import ConfigError
+    from llmfoundry.train.trainer import _clipping
+
+    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))]
+    params[0].grad, params[1].grad = torch.tensor([3.0, 0.0, 4.0]), torch.tensor([0.0, 12.0])
+    _clipping({'gradient_clipping': {'clipping_type': 'norm', 'clipping_threshold': 1.0}})(params)
+    assert torch.cat([p.grad for p in params]).norm().item() == pytest.approx(1.0, rel=1e-5)
+    params[0].grad = torch.tensor([3.0, -0.5, -4.0])
+    _clipping({'gradient_clipping': {'clipping_type': 'value', 'clipping_threshold': 1.0}})(params)
+    assert params[0].grad.tolist() == [1.0, -0.5, -1.0]
+    assert _clipping(None) is None
+    with pytest.raises(ConfigError, match="clipping_type='adaptive' is invalid; allowed: norm, value"):
+        _clipping({'gradient_clipping': {'clipping_type': 'adaptive', 'clipping_threshold': 1.0}})
+    with pytest.raises(ConfigError, match='algorithms.low_precision_layernorm is not supported'):
+        _clipping({'low_precision_layernorm': {}})
