@@ -45,8 +45,8 @@ def _config(size: str) -> MPTConfig:
     return MPTConfig(**model)
 
 
-def test_exactly_the_published_sizes_exist() -> None:
-    assert sorted(p.stem for p in YAMLS.glob('*.yaml')) == sorted(f'mpt-{s}' for s in SIZES)
+def test_every_published_size_has_a_yaml() -> None:
+    assert {f'mpt-{s}' for s in SIZES} <= {p.stem for p in YAMLS.glob('*.yaml')}  # other (e.g. test) YAMLs may exist
 
 
 @pytest.mark.parametrize('size', SIZES)
