@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,27 @@ def test_tiny_yaml_trains_and_two_ranks_match_one(mds_dir, tokenizer_dir, tmp_pa
     two_rank = train_losses(read_metrics(double))
     for batch, loss in losses.items():
         assert two_rank[batch] == pytest.approx(loss, rel=1e-5), batch
+
+    # Composer's launcher (`composer -n 2 scripts/train/train.py ...`) starts the ranks itself with these variables.
+    composer = tmp_path / 'composer'
+    port = free_port()
+    ranks = [subprocess.Popen(
+        [sys.executable, str(REPO / 'scripts' / 'train' / 'train.py'), str(TINY_YAML),
+         *overrides(mds_dir, tokenizer_dir, composer, *MPT_SIZE, 'max_duration=3ba', 'eval_interval=3ba')],
+        env={**env, 'RANK': str(rank), 'WORLD_SIZE': '2', 'LOCAL_RANK': str(rank), 'LOCAL_WORLD_SIZE': '2',
+             'NODE_RANK': '0', 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    for process in ranks:
+        _, stderr = process.communicate(timeout=180)
+        assert process.returncode == 0, stderr[-3000:]
+    composer_losses = train_losses(read_metrics(composer))
+    assert composer_losses == pytest.approx({b: losses[b] for b in (1, 2, 3)}, rel=1e-5)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
 
 
 @pytest.mark.slow
