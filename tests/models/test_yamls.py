@@ -8,6 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from llmfoundry.config.loading import load_train_config
 from llmfoundry.models.accounting import count_parameters
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 
@@ -61,6 +62,12 @@ def test_layout_matches_llm_foundry(size: str) -> None:
     assert cfg['seed'] == cfg['variables']['global_seed']
     assert cfg['precision'] == 'amp_bf16'
     assert cfg['global_train_batch_size'] % cfg['device_train_microbatch_size'] == 0
+
+
+@pytest.mark.parametrize('size', SIZES)
+def test_trainer_accepts_the_yaml(size: str) -> None:
+    config, _ = load_train_config(YAMLS / f'mpt-{size}.yaml')
+    assert config.global_train_batch_size == _load(size)['global_train_batch_size']
 
 
 @pytest.mark.parametrize('size', SIZES)
