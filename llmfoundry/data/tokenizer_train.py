@@ -58,6 +58,7 @@ def train_byte_level_bpe(
         unk_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,
         model_max_length=model_max_length,
+        model_input_names=['input_ids', 'attention_mask'],  # no token_type_ids: causal LMs take none
     )
     tokenizer.save_pretrained(str(out_dir))
     return tokenizer

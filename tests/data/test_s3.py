@@ -72,6 +72,13 @@ def test_text_to_mds_on_s3_killed_and_resumed(s3_prefix, tmp_path, corpus_dir, t
     assert read_rows(str(tmp_path / 'cache'), remote=remote) == read_rows(str(clean_local))
 
 
+def test_hf_to_s3(s3_prefix, tmp_path, corpus_docs, corpus_jsonl, tokenizer, tokenizer_dir):
+    assert prep_main(['convert_dataset_hf', '--dataset', 'json', '--data_files', str(corpus_jsonl), '--out_root',
+                      s3_prefix, '--concat_tokens', '128', '--tokenizer', tokenizer_dir, '--bos_text', EOS]) == 0
+    assert read_rows(str(tmp_path / 'cache'), remote=f'{s3_prefix}/train') == expected_rows(
+        corpus_docs, tokenizer, 128, bos_text=EOS)
+
+
 def test_s3_output_errors(s3_prefix, corpus_jsonl, capsys):
     assert prep_main(['convert_dataset_json', '--path', str(corpus_jsonl), '--out_root',
                       's3://no-such-bucket-llmf/x']) == 1

@@ -46,6 +46,9 @@ def test_killed_conversion_resumes_to_the_clean_output(tmp_path, capsys, corpus_
     other = [f if f != '64' else '32' for f in flags]
     assert prep_main(['convert_text_to_mds', '--output_folder', str(resumed), *other]) == 1
     assert 'pass --reprocess' in capsys.readouterr().err
+    fewer = [f if f != '3' else '2' for f in flags]  # --processes 2: two groups, the third one goes
+    assert prep_main(['convert_text_to_mds', '--output_folder', str(resumed), '--reprocess', *fewer]) == 0
+    assert sorted(p.name for p in resumed.glob('group_*')) == ['group_00000', 'group_00001']
     assert prep_main(['convert_text_to_mds', '--output_folder', str(resumed), '--reprocess', *flags]) == 0
     assert 'groups were already complete' not in capsys.readouterr().out
     assert _files(resumed) == _files(clean)

@@ -15,6 +15,7 @@ def test_trained_tokenizer_loads_with_auto_tokenizer(tokenizer_dir: str, corpus_
     assert len(tok) == 800
     assert tok.eos_token == '<|endoftext|>' and tok.pad_token == '<|padding|>'
     assert tok.eos_token_id != tok.pad_token_id
+    assert sorted(tok('x')) == ['attention_mask', 'input_ids']
     # Byte-level: any text round-trips exactly, and special tokens encode as one id.
     text = corpus_docs[0][:2000] + ' naïve 数据 🙂'
     assert tok.decode(tok(text)['input_ids']) == text

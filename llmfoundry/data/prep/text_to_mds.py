@@ -71,10 +71,17 @@ def _fingerprint(root: str, files: list[str], spec: ConvertSpec, n_groups: int) 
 def _prepare_output(out: str, fingerprint: dict, reprocess: bool) -> bool:
     """Check/record the settings; True when the folder already holds this exact, complete conversion."""
     args_url, done_url = storage.join(out, ARGS_FILE), storage.join(out, DONE_MARKER)
-    if reprocess:
+    ours = storage.exists(args_url)
+    if not ours and not storage.is_empty(out):
+        raise DataError(f"--output_folder '{out}' is not empty and holds no conversion of ours; choose another")
+    if ours and reprocess:
         storage.remove(done_url)
         storage.remove(storage.join(out, INDEX))
-    elif storage.exists(args_url):
+        extra = fingerprint['groups']  # groups of an earlier run with more --processes
+        while storage.exists(storage.join(out, group_name(extra))):
+            storage.remove(storage.join(out, group_name(extra)))
+            extra += 1
+    elif ours:
         previous = json.loads(storage.read_text(args_url))
         if previous != fingerprint:
             changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
@@ -84,8 +91,6 @@ def _prepare_output(out: str, fingerprint: dict, reprocess: bool) -> bool:
             )
         if storage.exists(done_url):
             return True
-    elif not storage.is_empty(out):
-        raise DataError(f"--output_folder '{out}' is not empty and holds no conversion of ours; choose another")
     storage.write_text(args_url, json.dumps(fingerprint, indent=1, sort_keys=True))
     return False
 
