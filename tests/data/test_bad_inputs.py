@@ -93,6 +93,23 @@ def test_unwritable_or_taken_output(tmp_path, capsys, corpus_jsonl, corpus_dir, 
     assert _looks_complete(tmp_path) == []
 
 
+def test_hf_sources_that_do_not_load(tmp_path, capsys):
+    err = _fail(capsys, 'convert_dataset_hf', '--dataset', 'no-such-org/no-such-dataset', '--out_root',
+                str(tmp_path / 'a'))
+    assert "could not load dataset 'no-such-org/no-such-dataset'" in err
+    err = _fail(capsys, 'convert_dataset_hf', '--dataset', 'json', '--data_files', str(tmp_path / 'none.jsonl'),
+                '--out_root', str(tmp_path / 'b'))
+    assert "could not load dataset 'json'" in err
+    (tmp_path / 'rows.jsonl').write_text('{"body": "no text column"}\n')
+    err = _fail(capsys, 'convert_dataset_hf', '--dataset', 'json', '--data_files', str(tmp_path / 'rows.jsonl'),
+                '--splits', 'train', 'test', '--out_root', str(tmp_path / 'c'))
+    assert "split 'test' not in the dataset; it has ['train']" in err
+    err = _fail(capsys, 'convert_dataset_hf', '--dataset', 'json', '--data_files', str(tmp_path / 'rows.jsonl'),
+                '--out_root', str(tmp_path / 'c'))
+    assert "expected a string column 'text', got columns ['body']" in err
+    assert _looks_complete(tmp_path) == []
+
+
 def test_ctrl_c_leaves_nothing_complete(tmp_path, capsys, corpus_jsonl, tokenizer_dir, monkeypatch):
     real = dataset_json.json_documents
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,14 @@ def test_plan_groups_is_contiguous_and_balanced():
     files = [f'f{i}' for i in range(7)]
     assert plan_groups(files, 3) == [['f0', 'f1', 'f2'], ['f3', 'f4'], ['f5', 'f6']]
     assert plan_groups(files[:2], 8) == [['f0'], ['f1']]
+
+
+@pytest.mark.parametrize('script', ['convert_dataset_hf', 'convert_dataset_json', 'convert_text_to_mds'])
+def test_script_wrappers_and_dispatcher_share_flags(script, subprocess_env):
+    repo = Path(__file__).resolve().parents[2]
+    direct = subprocess.run([sys.executable, str(repo / 'scripts' / 'data_prep' / f'{script}.py'), '--help'],
+                            env=subprocess_env, capture_output=True, text=True, timeout=60)
+    dashed = subprocess.run([sys.executable, '-m', 'llmfoundry.cli', 'data-prep', script.replace('_', '-'), '--help'],
+                            env=subprocess_env, capture_output=True, text=True, timeout=60)
+    assert direct.returncode == 0 and dashed.returncode == 0
+    assert direct.stdout == dashed.stdout and f'llmfoundry data-prep {script}' in direct.stdout

@@ -110,7 +110,9 @@ def _run(command: str, args: argparse.Namespace) -> None:
         bars: dict[str, Progress] = {}
 
         def report(split, stats):
-            bars.setdefault(split, Progress(f'{command} {split}')).update(stats.documents, stats.tokens)
+            if split not in bars:
+                bars[split] = Progress(f'{command} {split}')
+            bars[split].update(stats.documents, stats.tokens)
 
         results = convert_hf(
             args.dataset, args.data_subset, args.splits, args.out_root, spec, args.num_workers or 0,
