@@ -62,7 +62,8 @@ def rows(local: str) -> list[bytes]:
 def machine() -> str:
     model = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
                   if line.startswith('model name')), platform.processor())
-    return (f'{model}, {os.cpu_count()} cores, Python {platform.python_version()}, '
+    load = ', '.join(f'{x:.1f}' for x in os.getloadavg())  # other work on the machine skews every number
+    return (f'{model}, {os.cpu_count()} cores, load average {load}, Python {platform.python_version()}, '
             f'tokenizers {tokenizers.__version__}, TOKENIZERS_PARALLELISM={os.environ.get("TOKENIZERS_PARALLELISM")}')
 
 
