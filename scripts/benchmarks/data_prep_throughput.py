@@ -5,7 +5,8 @@
 Corpus: Python standard-library sources (code + English docstrings), one .txt document per module,
 ~20 MB. Tokenizer: a byte-level BPE trained here on the first 2 MB (or --tokenizer). The naive baseline
 tokenises one document at a time through the tokenizer's __call__ and writes MDS rows in one process.
-Prints a table of seconds and tokens/s; every method must write the same rows (checked).
+Prints wall seconds, CPU seconds (more CPU than wall = parallel) and tokens/s; the 1-process
+conversion must write exactly the naive loop's rows (checked).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import sysconfig
 import tempfile
@@ -59,12 +61,18 @@ def rows(local: str) -> list[bytes]:
     return [dataset[i]['tokens'].tobytes() for i in range(dataset.num_samples)]
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def machine() -> str:
     model = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
                   if line.startswith('model name')), platform.processor())
     load = ', '.join(f'{x:.1f}' for x in os.getloadavg())  # other work on the machine skews every number
     return (f'{model}, {os.cpu_count()} cores, load average {load}, Python {platform.python_version()}, '
-            f'tokenizers {tokenizers.__version__}, TOKENIZERS_PARALLELISM={os.environ.get("TOKENIZERS_PARALLELISM")}')
+            f'tokenizers {tokenizers.__version__}')
 
 
 def main() -> None:
@@ -106,31 +114,40 @@ def main() -> None:
         def run_naive(out: Path) -> int:
             return naive(files, tokenizer, n, str(out))
 
-        def run_converter(processes: int):
-            return lambda out: convert_text_to_mds(str(corpus), str(out), spec, processes)[0].tokens
+        def run_converter(processes: int, tokenizer_threads: bool = True):
+            def run(out: Path) -> int:
+                # The Rust batch encoder uses a thread per core unless TOKENIZERS_PARALLELISM=false.
+                os.environ['TOKENIZERS_PARALLELISM'] = 'true' if tokenizer_threads else 'false'
+                try:
+                    return convert_text_to_mds(str(corpus), str(out), spec, processes)[0].tokens
+                finally:
+                    os.environ.pop('TOKENIZERS_PARALLELISM')
+            return run
 
         methods = [('naive loop (one doc at a time)', 1, run_naive),
+                   ('convert_text_to_mds --processes 1, 1 thread', 1, run_converter(1, tokenizer_threads=False)),
                    ('convert_text_to_mds --processes 1', 1, run_converter(1)),
                    ('convert_text_to_mds --processes 2', 2, run_converter(2))]
         results = []
         for name, processes, run in methods:
-            best = float('inf')
+            best = (float('inf'), 0.0)
             for attempt in range(args.repeat):  # best of N: the machine may be shared
                 out = work / f'{processes}-{len(results)}-{attempt}'
-                start = time.perf_counter()
+                cpu, start = cpu_seconds(), time.perf_counter()
                 tokens = run(out)
-                best = min(best, time.perf_counter() - start)
-            results.append((name, processes, best, tokens))
+                best = min(best, (time.perf_counter() - start, cpu_seconds() - cpu))
+            results.append((name, processes, *best, tokens))
         # One group = one token buffer: the 1-process conversion must hold the naive loop's rows exactly.
-        assert rows(str(work / '1-1-0')) == rows(str(work / '1-0-0')), 'rows differ from the naive baseline'
+        assert rows(str(work / '1-2-0')) == rows(str(work / '1-0-0')), 'rows differ from the naive baseline'
         assert len(plan_groups([str(f) for f in files], 2)) == 2
 
-        base = results[0][3] / results[0][2]
-        print(f'| {"method":<36} | processes | seconds | tokens/s   | vs naive |')
-        print(f'|{"-" * 38}|-----------|---------|------------|----------|')
-        for name, processes, seconds, count in results:
+        base = results[0][4] / results[0][2]
+        print(f'| {"method":<44} | processes | seconds | CPU s | tokens/s   | vs naive |')
+        print(f'|{"-" * 46}|-----------|---------|-------|------------|----------|')
+        for name, processes, seconds, cpu, count in results:
             rate = count / seconds
-            print(f'| {name:<36} | {processes:>9} | {seconds:>7.1f} | {rate:>10,.0f} | {rate / base:>7.2f}x |')
+            print(f'| {name:<44} | {processes:>9} | {seconds:>7.1f} | {cpu:>5.1f} | {rate:>10,.0f} | '
+                  f'{rate / base:>7.2f}x |')
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
