@@ -3,6 +3,7 @@ callbacks, loggers and the run folder; then hand them to the Trainer."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import random
@@ -103,7 +104,27 @@ def build_loader(section: dict[str, Any], tokenizer, batch_size: int, path: str)
     return dataloaders.get(name, f'{path}.name')(section, tokenizer, batch_size, path)
 
 
+def import_code_paths(paths: list[str] | None) -> None:
+    """llm-foundry's code_paths: Python files imported before anything is built, so they can register plugins."""
+    for index, path in enumerate(paths or []):
+        if not Path(path).is_file():
+            raise ConfigError(f'code_paths[{index}]={path!r} is not a file.')
+        spec = importlib.util.spec_from_file_location(f'llmfoundry_user_code_{index}', path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+
+
+def compile_blocks(model: nn.Module, compile_config: dict[str, Any] | None) -> None:
+    """compile_config: torch.compile each transformer block in place (the whole model when it has no blocks)."""
+    if compile_config is None:
+        return
+    blocks = getattr(getattr(model, 'transformer', None), 'blocks', None)
+    for module in blocks if blocks is not None else [model]:
+        module.compile(**compile_config)
+
+
 def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo) -> Trainer:
+    import_code_paths(config.code_paths)
     seed_everything(config.seed)
     run_name = agree_on_run_name(config)
     run_folder = run_folder_for(config, run_name)
@@ -113,6 +134,7 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
     tokenizer_section = dict(config.tokenizer)
     tokenizer = build_tokenizer(tokenizer_section.pop('name'), tokenizer_section.pop('kwargs', None))
     model = materialise(build_model(config.model), info.device)
+    compile_blocks(model, config.compile_config)
     if micro == 'auto':
         micro = auto_microbatch_size(model, device_batch, config.max_seq_len, info)
     train_loader = build_loader(config.train_loader, tokenizer, device_batch, 'train_loader')

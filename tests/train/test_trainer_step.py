@@ -149,3 +149,22 @@ def test_gradient_clipping_by_norm_and_value():
         _clipping({'gradient_clipping': {'clipping_type': 'adaptive', 'clipping_threshold': 1.0}})
     with pytest.raises(ConfigError, match='algorithms.low_precision_layernorm is not supported'):
         _clipping({'low_precision_layernorm': {}})
+
+
+def test_code_paths_register_plugins_and_compile_config_compiles_blocks(tmp_path):
+    from llmfoundry.config.validation import ConfigError
+    from llmfoundry.train.events import callbacks
+    from llmfoundry.train.setup import compile_blocks, import_code_paths
+
+    plugin = tmp_path / 'plugin.py'
+    plugin.write_text('from llmfoundry.train.events import Callback, callbacks\n'
+                      "callbacks.register('my_plugin_callback')(type('Mine', (Callback,), {}))\n")
+    import_code_paths([str(plugin)])
+    assert 'my_plugin_callback' in callbacks.names()
+    with pytest.raises(ConfigError, match="code_paths\\[0\\]='nope.py' is not a file"):
+        import_code_paths(['nope.py'])
+    model = tiny_model()
+    compile_blocks(model, {'backend': 'eager'})
+    assert all(block._compiled_call_impl is not None for block in model.transformer.blocks)
+    ids = torch.randint(0, VOCAB, (1, 8))
+    torch.testing.assert_close(model(ids).logits, tiny_model()(ids).logits)
