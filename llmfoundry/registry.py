@@ -12,7 +12,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from llmfoundry.config.validation import ConfigError
+from llmfoundry.config.validation import ConfigError, check_keys
 
 T = TypeVar('T')
 
@@ -67,10 +67,6 @@ def check_kwargs(
     parameters = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
-    valid = sorted(n for n, p in parameters.items() if n not in exclude and n != 'self'
-                   and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
-    for key in kwargs:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean '{path}.{close[0]}'?" if close else ''
-            raise ConfigError(f"Unknown config key '{path}.{key}'.{hint} Valid keys: {', '.join(valid) or '(none)'}.")
+    valid = [n for n, p in parameters.items() if n not in exclude and n != 'self'
+             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    check_keys(kwargs, valid, path)

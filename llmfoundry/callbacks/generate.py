@@ -13,7 +13,6 @@ so a typo fails at startup, not hours into the run.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import logging
 from typing import Any
@@ -22,7 +21,7 @@ import torch
 from transformers import GenerationConfig
 
 from llmfoundry.config.time import Time, Timestamp, crossed
-from llmfoundry.config.validation import ConfigError
+from llmfoundry.config.validation import ConfigError, check_keys
 from llmfoundry.train.events import Callback, MetricLogger, TrainState, callbacks
 
 log = logging.getLogger(__name__)
@@ -31,13 +30,8 @@ _AUTOCAST = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16}
 
 
 def _check_generate_kwargs(kwargs: dict[str, Any]) -> None:
-    valid = GenerationConfig().to_dict()
-    for key in kwargs:
-        if key not in valid:
-            close = difflib.get_close_matches(key, list(valid), n=1)
-            hint = f" Did you mean 'callbacks.generate.{close[0]}'?" if close else ''
-            raise ConfigError(f"Unknown config key 'callbacks.generate.{key}': not a generation setting of "
-                              f'transformers.GenerationConfig.{hint}')
+    check_keys(kwargs, GenerationConfig().to_dict(), 'callbacks.generate',
+               hint=' Keys beyond the callback\'s own are transformers.GenerationConfig settings.')
 
 
 def _interval(interval: str | int | None, batch_log_interval: int | None) -> Time:

@@ -19,28 +19,41 @@ class ConfigError(ValueError):
     """A configuration problem; the message says which key and what to change."""
 
 
-def unknown_key_error(key: str, valid: list[str], path: str, hint: str = '') -> ConfigError:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    suggestion = f" Did you mean '{path}{close[0]}'?" if close else ''
-    return ConfigError(f"Unknown config key '{path}{key}'.{suggestion}{hint}")
+def check_keys(section: Any, allowed: Any, path: str, hint: str = '') -> None:
+    """Every key of mapping `section` must be in `allowed`; `path` names the section ('' at the top level)."""
+    allowed = sorted(allowed)
+    for key in section:
+        if key not in allowed:
+            raise unknown_key_error(str(key), allowed, path, hint)
+
+
+def unknown_key_error(key: str, allowed: list[str], path: str, hint: str = '') -> ConfigError:
+    def full(name: str) -> str:
+        return f'{path}.{name}' if path else name
+
+    close = difflib.get_close_matches(key, allowed, n=1)
+    suggestion = f"; did you mean '{full(close[0])}'?" if close else ''
+    return ConfigError(f"unknown key '{full(key)}'{suggestion} (accepted: {', '.join(allowed)}).{hint}")
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = '', hint_unknown: str = '') -> T:
-    """Build dataclass `cls` from `data`: unknown keys, missing required keys and wrong types raise ConfigError."""
+    """Build dataclass `cls` from `data`: unknown keys, missing required keys and wrong types raise ConfigError.
+
+    `path` names the section in messages ('' at the top level).
+    """
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ConfigError(f"'{path.rstrip('.') or 'config'}' must be a mapping, got {type(data).__name__}.")
+        raise ConfigError(f"'{path or 'config'}' must be a mapping, got {type(data).__name__}.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if key not in fields:
-            raise unknown_key_error(key, sorted(fields), path, hint_unknown)
+    check_keys(data, fields, path, hint_unknown)
     values = {}
     for name, field in fields.items():
+        key = f'{path}.{name}' if path else name
         if name in data:
-            values[name] = _coerce(data[name], hints[name], f'{path}{name}')
+            values[name] = _coerce(data[name], hints[name], key)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"Missing required config key '{path}{name}'.")
+            raise ConfigError(f"Missing required config key '{key}'.")
     return cls(**values)
 
 
@@ -52,7 +65,7 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
             return None
         nested = [o for o in options if dataclasses.is_dataclass(o)]
         if nested and isinstance(value, dict):  # report the nested key's own error, not a type mismatch
-            return from_dict(nested[0], value, f'{path}.')
+            return from_dict(nested[0], value, path)
         for option in options:
             if option is type(None):
                 continue
@@ -62,7 +75,7 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
                 continue
         raise ConfigError(f"'{path}'={value!r} has the wrong type; expected {_describe(annotation)}.")
     if dataclasses.is_dataclass(annotation):
-        return from_dict(annotation, value, f'{path}.')
+        return from_dict(annotation, value, path)
     if annotation is Any:
         return value
     if origin in (dict, list):

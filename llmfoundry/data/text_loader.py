@@ -23,9 +23,10 @@ import torch
 from streaming import Stream, StreamingDataLoader, StreamingDataset
 from transformers import PreTrainedTokenizerBase
 
+from llmfoundry.config.validation import check_keys
 from llmfoundry.data import storage
 from llmfoundry.data.collate import TextCollator
-from llmfoundry.data.config_keys import check_keys, to_plain
+from llmfoundry.data.config_keys import to_plain
 from llmfoundry.data.shm import clean_stale_streaming_shm
 
 TOKEN_ENCODINGS = ('int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64')

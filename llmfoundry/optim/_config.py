@@ -1,4 +1,4 @@
-"""Config-section checks shared by the optimizer and scheduler builders.
+"""The `name` lookup shared by the optimizer and scheduler builders.
 
 Both sections are `{name: <registered name>, <kwarg>: <value>, ...}` dicts from a user's YAML; a typo must fail
 loudly with the full key path and the closest valid key rather than be silently dropped, because a misspelled
@@ -8,20 +8,10 @@ loudly with the full key path and the closest valid key rather than be silently 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 T = TypeVar('T')
-
-
-def check_keys(cfg: Mapping[str, Any], allowed: Iterable[str], path: str) -> None:
-    """Raise ValueError for the first key of `cfg` not in `allowed`, naming `path.key` and the closest valid key."""
-    allowed = sorted(allowed)
-    for key in cfg:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean '{path}.{close[0]}'?" if close else ''
-            raise ValueError(f"unknown key '{path}.{key}'{hint} (accepted: {', '.join(allowed)})")
 
 
 def lookup(cfg: Mapping[str, Any], registry: Mapping[str, T], path: str) -> tuple[str, T]:

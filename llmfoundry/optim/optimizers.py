@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from llmfoundry.optim._config import check_keys, lookup
+from llmfoundry.config.validation import check_keys
+from llmfoundry.optim._config import lookup
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,8 @@ from typing import Any, Protocol
 from torch.optim import Optimizer
 
 from llmfoundry.config.time import Time, Timestamp, TimeUnit
-from llmfoundry.optim._config import check_keys, lookup
+from llmfoundry.config.validation import check_keys
+from llmfoundry.optim._config import lookup
 
 __all__ = ['SCHEDULERS', 'Scheduler', 'apply_lr', 'build_scheduler']
 

@@ -76,7 +76,7 @@ def test_other_ranks_do_not_write(tmp_path, state, logger):
 
 
 @pytest.mark.parametrize(('kwargs', 'message'), [
-    ({'interval': '1ba', 'max_new_token': 3}, "callbacks.generate.max_new_token.*Did you mean 'callbacks.generate."
+    ({'interval': '1ba', 'max_new_token': 3}, "callbacks.generate.max_new_token.*did you mean 'callbacks.generate."
                                               "max_new_tokens'"),
     ({}, 'exactly one of interval'),
     ({'interval': '1ba', 'batch_log_interval': 1}, 'exactly one of interval'),

@@ -115,5 +115,5 @@ def test_peak_flops_table(name, precision, peak):
 def test_bad_arguments():
     with pytest.raises(ConfigError, match='time_unit'):
         SpeedMonitor(time_unit='weeks')
-    with pytest.raises(ConfigError, match="Did you mean 'callbacks.speed_monitor.window_size'"):
+    with pytest.raises(ConfigError, match="did you mean 'callbacks.speed_monitor.window_size'"):
         callbacks.build('speed_monitor', {'windowsize': 10}, 'callbacks.speed_monitor')

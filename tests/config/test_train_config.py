@@ -35,10 +35,10 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ('extra', 'overrides', 'message'),
     [
-        ('max_duraton: 10ba\n', [], "Unknown config key 'max_duraton'. Did you mean 'max_duration'?"),
+        ('max_duraton: 10ba\n', [], "unknown key 'max_duraton'; did you mean 'max_duration'?"),
         ('data_local: /x\n', [], 'Free variables for interpolation belong under `variables:`'),
         ('', ['fsdp_config.sharding_stratgy=FULL_SHARD'],
-         "Unknown config key 'fsdp_config.sharding_stratgy'. Did you mean 'fsdp_config.sharding_strategy'?"),
+         "unknown key 'fsdp_config.sharding_stratgy'; did you mean 'fsdp_config.sharding_strategy'?"),
         ('', ['max_duration=10 batches'], "max_duration='10 batches' is not a time string"),
         ('', ['eval_interval=1.5ep'], "'ep' counts whole units"),
         ('', ['precision=bf16'], "precision='bf16' is invalid; allowed: fp32, amp_bf16, amp_fp16"),

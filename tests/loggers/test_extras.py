@@ -42,7 +42,7 @@ def test_missing_extra_names_the_install_command(tmp_path, monkeypatch):
 
 
 def test_unknown_logger_key_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="Did you mean 'loggers.wandb.project'"):
+    with pytest.raises(ConfigError, match="did you mean 'loggers.wandb.project'"):
         build('wandb', {'projet': 'x'}, tmp_path)
 
 
