@@ -123,7 +123,20 @@ def compile_blocks(model: nn.Module, compile_config: dict[str, Any] | None) -> N
         module.compile(**compile_config)
 
 
+def refuse_what_is_not_built_yet(config: TrainConfig) -> None:
+    """Sharding and checkpoints are the next milestone: say exactly what runs instead, or refuse."""
+    if config.load_path or config.autoresume:
+        raise ConfigError('load_path and autoresume are not supported yet (checkpoint loading is not built); '
+                          'remove them to train from scratch.')
+    if config.fsdp_config is not None:
+        log.warning('fsdp_config is not applied yet: the model is replicated on every rank (DDP), not sharded.')
+    if config.save_folder:
+        log.warning('Checkpoints are not written yet: %s receives config.yaml and metrics.jsonl only.',
+                    config.save_folder)
+
+
 def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo) -> Trainer:
+    refuse_what_is_not_built_yet(config)
     import_code_paths(config.code_paths)
     seed_everything(config.seed)
     run_name = agree_on_run_name(config)
