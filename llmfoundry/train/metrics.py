@@ -19,9 +19,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-__all__ = ['IGNORE_INDEX', 'LanguageCrossEntropy', 'LanguagePerplexity', 'TokenAccuracy', 'metric_name']
+from llmfoundry.data.collate import IGNORE_INDEX
 
-IGNORE_INDEX = -100
+__all__ = ['LanguageCrossEntropy', 'LanguagePerplexity', 'TokenAccuracy', 'metric_name']
 
 
 def _shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,7 +29,9 @@ def _shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
     if logits.shape[:-1] != labels.shape:
         raise ValueError(f'logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree: expected logits '
                          '(batch, seq, vocab) for labels (batch, seq).')
-    return logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1).to(logits.device)
+    # Shift the labels rather than slice the logits: a view instead of a copy of batch x seq x vocab.
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device)
 
 
 class _TokenMetric:

@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 
 
 def token_losses_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy (labels are aligned with inputs; the shift happens here)."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX,
+    """Summed next-token cross-entropy. Labels are aligned with inputs: they are shifted here (the labels, not
+    the logits, which would copy batch x seq x vocab)."""
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
                            reduction='sum')
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 import socket
+import time
 
 import pytest
 import torch
@@ -117,10 +118,13 @@ def test_sync_gives_global_values_across_two_gloo_ranks():
         results = manager.dict()
         context = mp.start_processes(_rank_main, args=(_free_port(), results), nprocs=2, join=False,
                                      start_method='spawn')
-        if not context.join(timeout=120):
-            for process in context.processes:
-                process.kill()
-            pytest.fail('the two gloo ranks did not finish within 120 s')
+        deadline = time.monotonic() + 120
+        # join() returns False while any rank is still running (it returns after each rank that ends)
+        while not context.join(timeout=max(0.0, deadline - time.monotonic())):
+            if time.monotonic() >= deadline:
+                for process in context.processes:
+                    process.kill()
+                pytest.fail('the two gloo ranks did not finish within 120 s')
         collected = dict(results)
     for rank in (0, 1):
         assert collected[rank] == pytest.approx([ce, math.exp(ce), accuracy], rel=1e-6)

@@ -14,7 +14,7 @@ on tiny query blocks, where the other kernels bring nothing.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import torch
@@ -43,6 +43,8 @@ class AttentionContext:
     sliding_window: int  # -1 = off; else a query sees keys at distance <= window
     softcap: float | None
     impl: str  # the kernel that actually runs: torch | flex | flash
+    # The torch kernel's bias, built once per forward and shared by all layers: (key_len, dtype, device) -> bias.
+    bias_cache: dict = field(default_factory=dict, repr=False)
 
 
 _warned: set[str] = set()
@@ -164,7 +166,10 @@ def attention_bias(ctx: AttentionContext, key_len: int, dtype: torch.dtype, devi
 
 
 def _torch_attention(q, k, v, ctx: AttentionContext, scale: float, dropout_p: float) -> torch.Tensor:
-    bias = attention_bias(ctx, k.shape[2], q.dtype, q.device)
+    key = (k.shape[2], q.dtype, q.device)
+    if key not in ctx.bias_cache:
+        ctx.bias_cache[key] = attention_bias(ctx, *key)
+    bias = ctx.bias_cache[key]
     if ctx.softcap is None:
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale, enable_gqa=k.shape[1] != q.shape[1]

@@ -233,7 +233,9 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
         logits = self.logits(out.last_hidden_state)
         loss = None
         if labels is not None:
-            # At least float32: cross-entropy over a large vocabulary loses precision in half types.
-            shifted = logits[:, :-1].flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32))
-            loss = F.cross_entropy(shifted, labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
+            # Shift the labels, not the logits (no copy of batch x seq x vocab); at least float32, since
+            # cross-entropy over a large vocabulary loses precision in half types.
+            targets = F.pad(labels[:, 1:], (0, 1), value=-100).to(logits.device)
+            wide = logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32))
+            loss = F.cross_entropy(wide, targets.flatten(), ignore_index=-100)
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
