@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from torch import nn
@@ -11,6 +12,8 @@ from llmfoundry.config.validation import ConfigError
 from llmfoundry.registry import Registry
 
 from .mpt import MPTConfig, MPTForCausalLM
+
+log = logging.getLogger(__name__)
 
 models: Registry[nn.Module] = Registry('models')
 
@@ -53,7 +56,10 @@ def build_model(section: dict[str, Any]) -> nn.Module:
     name = section.pop('name', None)
     if name is None:
         raise ConfigError(f"model.name is required; registered: {', '.join(models.names())}.")
-    loss_fn = section.pop('loss_fn', 'fused_crossentropy')
-    if loss_fn not in LOSS_FNS:
+    loss_fn = section.pop('loss_fn', None)
+    if loss_fn is not None and loss_fn not in LOSS_FNS:
         raise ConfigError(f"model.loss_fn={loss_fn!r} is invalid; allowed: {', '.join(LOSS_FNS)}.")
+    if loss_fn == 'fused_crossentropy':
+        log.warning("model.loss_fn='fused_crossentropy': computing torch's cross-entropy (same values; "
+                    "flash-attn's fused kernel is not used).")
     return models.build(name, section, path='model')

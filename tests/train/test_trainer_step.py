@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,28 @@ def test_checkpoint_loading_is_refused_until_it_exists(caplog):
         refuse_what_is_not_built_yet(from_dict(TrainConfig, {**base, 'load_path': 'ckpt/latest'}))
     refuse_what_is_not_built_yet(from_dict(TrainConfig, {**base, 'fsdp_config': {}, 'save_folder': 'out'}))
     assert 'fsdp_config is not applied yet' in caplog.text and 'Checkpoints are not written yet' in caplog.text
+
+
+def test_labelled_eval_loaders_log_under_their_labels(tmp_path):
+    logged = []
+
+    class Capture(Callback):
+        def eval_end(self, state, logger, metrics):
+            logged.append(metrics)
+
+    trainer = make_trainer(tmp_path, batches(2), 4, [Capture()], max_duration='2ba', eval_interval='1ba',
+                           eval_first=True, eval_subset_num_batches=1)
+    trainer.eval_loaders = [('c4', batches(3, seed=5)), ('code', batches(3, seed=6))]
+    trainer.fit()
+    assert len(logged) == 3  # eval_first, then after each of the 2 batches
+    assert set(logged[0]) == {f'metrics/eval/{label}/{name}' for label in ('c4', 'code')
+                              for name in ('LanguageCrossEntropy', 'LanguagePerplexity', 'TokenAccuracy')}
+    # Before training, with eval_subset_num_batches=1: exactly the loss of each loader's first batch.
+    model = tiny_model().eval()
+    for label, seed in (('c4', 5), ('code', 6)):
+        first = batches(3, seed=seed)[0]
+        with torch.no_grad():
+            expected = model(first['input_ids'], attention_mask=first['attention_mask'], labels=first['labels']).loss
+        assert logged[0][f'metrics/eval/{label}/LanguageCrossEntropy'] == pytest.approx(expected.item(), rel=1e-6)
+        cross_entropy = logged[0][f'metrics/eval/{label}/LanguageCrossEntropy']
+        assert logged[0][f'metrics/eval/{label}/LanguagePerplexity'] == pytest.approx(math.exp(cross_entropy))
