@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,24 +182,34 @@ def auto_microbatch_size(model: nn.Module, device_batch: int, seq_len: int, info
     if info.device.type != 'cuda':
         log.info('device_train_microbatch_size: auto on %s: the whole device batch (%d).', info.device, device_batch)
         return device_batch
-    size = device_batch
     vocab = model.get_input_embeddings().num_embeddings
-    while True:
+
+    def try_size(size: int) -> None:
         try:
             ids = torch.randint(0, vocab, (size, seq_len), device=info.device)
             model(input_ids=ids).logits.float().mean().backward()
-            break
-        except torch.cuda.OutOfMemoryError:
-            if size == 1:
-                raise
-            size //= 2
-            log.warning('device_train_microbatch_size: auto: out of memory, trying %d', size)
         finally:
             model.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
+
+    size = largest_fitting_microbatch(try_size, device_batch)
     if dist.is_initialized():
         agreed = torch.tensor([size], device=info.device)
         dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
         size = int(agreed)
     log.info('device_train_microbatch_size: auto chose %d', size)
     return size
+
+
+def largest_fitting_microbatch(try_size: Callable[[int], None], start: int) -> int:
+    """Halve from `start` until `try_size` runs without a CUDA out-of-memory error (each halving is logged)."""
+    size = start
+    while True:
+        try:
+            try_size(size)
+            return size
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            size //= 2
+            log.warning('device_train_microbatch_size: auto: out of memory, trying %d', size)

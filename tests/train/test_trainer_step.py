@@ -206,3 +206,20 @@ def test_labelled_eval_loaders_log_under_their_labels(tmp_path):
         assert logged[0][f'metrics/eval/{label}/LanguageCrossEntropy'] == pytest.approx(expected.item(), rel=1e-6)
         cross_entropy = logged[0][f'metrics/eval/{label}/LanguageCrossEntropy']
         assert logged[0][f'metrics/eval/{label}/LanguagePerplexity'] == pytest.approx(math.exp(cross_entropy))
+
+
+def test_auto_microbatch_halves_on_out_of_memory(caplog):
+    from llmfoundry.train.setup import largest_fitting_microbatch
+
+    tried = []
+
+    def fits_up_to_three(size: int) -> None:
+        tried.append(size)
+        if size > 3:
+            raise torch.cuda.OutOfMemoryError('CUDA out of memory (simulated)')
+
+    assert largest_fitting_microbatch(fits_up_to_three, 16) == 2
+    assert tried == [16, 8, 4, 2]
+    assert 'out of memory, trying 2' in caplog.text
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        largest_fitting_microbatch(lambda size: fits_up_to_three(size * 8), 4)
