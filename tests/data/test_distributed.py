@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections import Counter
-from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from ranks import run_ranks
 
 from llmfoundry.data.prep.cli import main as prep_main
 from llmfoundry.data.text_loader import build_text_dataloader
@@ -39,25 +37,13 @@ def _run(cfg: dict, tokenizer, batch: int, state: dict | None = None, stop: int 
     return out, loader.state_dict()
 
 
-def _worker(rank: int, world: int, port: int, local: str, tokenizer_dir: str, out_dir: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=world, timeout=timedelta(seconds=60))
-    try:
-        tokenizer = build_tokenizer(tokenizer_dir)
-        full, _ = _run(_cfg(local), tokenizer, DEVICE_BATCH)
-        head, state = _run(_cfg(local), tokenizer, DEVICE_BATCH, stop=K)
-        rest, _ = _run(_cfg(local), tokenizer, DEVICE_BATCH, state=state)
-        torch.save({'full': full, 'head': head, 'rest': rest, 'state': state}, os.path.join(out_dir, f'{rank}.pt'))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+def _worker(rank: int, world: int, local: str, tokenizer_dir: str, out_dir: str) -> None:
+    tokenizer = build_tokenizer(tokenizer_dir)
+    full, _ = _run(_cfg(local), tokenizer, DEVICE_BATCH)
+    head, state = _run(_cfg(local), tokenizer, DEVICE_BATCH, stop=K)
+    rest, _ = _run(_cfg(local), tokenizer, DEVICE_BATCH, state=state)
+    torch.save({'full': full, 'head': head, 'rest': rest, 'state': state}, os.path.join(out_dir, f'{rank}.pt'))
+    dist.barrier()
 
 
 def _rows(batch: torch.Tensor) -> list[list[int]]:
@@ -70,8 +56,7 @@ def test_two_ranks_resume_and_change_rank_count(tmp_path, corpus_jsonl, tokenize
     local = str(tmp_path / 'mds')
     assert prep_main(['convert_dataset_json', '--path', str(corpus_jsonl), '--out_root', local,
                       '--concat_tokens', str(L), '--tokenizer', tokenizer_dir, '--eos_text', '<|endoftext|>']) == 0
-    mp.start_processes(_worker, args=(2, _free_port(), local, tokenizer_dir, str(tmp_path)), nprocs=2,
-                       start_method='spawn', join=True)
+    run_ranks(_worker, 2, local, tokenizer_dir, str(tmp_path), timeout=200)
     r0, r1 = (torch.load(tmp_path / f'{r}.pt') for r in (0, 1))
 
     # Each rank: the resumed loader continues exactly where the interrupted one stopped.

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import datetime
 import math
-import socket
-import time
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from ranks import run_ranks
 
 from llmfoundry.train.metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
 
@@ -91,24 +88,13 @@ def test_metric_names_as_llm_foundry_logs_them():
     assert metric_name('eval', 'LanguageCrossEntropy', None) == 'metrics/eval/LanguageCrossEntropy'
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _rank_main(rank: int, port: int, results: dict) -> None:
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2,
-                            timeout=datetime.timedelta(seconds=60))
-    try:
-        # rank 0 sees two batches, rank 1 one: unequal token counts, so the global mean is token-weighted
-        metrics = updated([batch(0), batch(1)] if rank == 0 else [batch(2, rows=2, seq=5)])
-        for metric in metrics:
-            metric.sync()
-            metric.sync()  # a second sync must not double-count
-        results[rank] = [metric.compute() for metric in metrics]
-    finally:
-        dist.destroy_process_group()
+def _rank_main(rank: int, world_size: int, results: dict) -> None:
+    # rank 0 sees two batches, rank 1 one: unequal token counts, so the global mean is token-weighted
+    metrics = updated([batch(0), batch(1)] if rank == 0 else [batch(2, rows=2, seq=5)])
+    for metric in metrics:
+        metric.sync()
+        metric.sync()  # a second sync must not double-count
+    results[rank] = [metric.compute() for metric in metrics]
 
 
 @pytest.mark.slow
@@ -116,15 +102,7 @@ def test_sync_gives_global_values_across_two_gloo_ranks():
     ce, accuracy = direct([batch(0), batch(1), batch(2, rows=2, seq=5)])
     with mp.Manager() as manager:
         results = manager.dict()
-        context = mp.start_processes(_rank_main, args=(_free_port(), results), nprocs=2, join=False,
-                                     start_method='spawn')
-        deadline = time.monotonic() + 120
-        # join() returns False while any rank is still running (it returns after each rank that ends)
-        while not context.join(timeout=max(0.0, deadline - time.monotonic())):
-            if time.monotonic() >= deadline:
-                for process in context.processes:
-                    process.kill()
-                pytest.fail('the two gloo ranks did not finish within 120 s')
+        run_ranks(_rank_main, 2, results)
         collected = dict(results)
     for rank in (0, 1):
         assert collected[rank] == pytest.approx([ce, math.exp(ce), accuracy], rel=1e-6)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from ranks import free_port
 
 from llmfoundry.data.prep.cli import main as data_prep
 from llmfoundry.train.entry import main as train
@@ -96,12 +96,6 @@ def test_tiny_yaml_trains_and_two_ranks_match_one(mds_dir, tokenizer_dir, tmp_pa
         assert process.returncode == 0, stderr[-3000:]
     composer_losses = train_losses(read_metrics(composer))
     assert composer_losses == pytest.approx({b: losses[b] for b in (1, 2, 3)}, rel=1e-5)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow
