@@ -51,7 +51,12 @@ class _TokenMetric:
     @torch.no_grad()
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         predictions, targets = _shifted(logits, labels)
-        stats = torch.stack([self._sum(predictions, targets).double(), (targets != IGNORE_INDEX).sum().double()])
+        self.add(self._sum(predictions, targets), (targets != IGNORE_INDEX).sum())
+
+    @torch.no_grad()
+    def add(self, total: torch.Tensor, count: torch.Tensor | int) -> None:
+        """Add an already computed sum over `count` target tokens (the trainer's loss sum: no second pass)."""
+        stats = torch.stack([total.detach().double(), torch.as_tensor(count, device=total.device).double()])
         self._local = stats if self._local is None else self._local + stats
         self._global = None
 

@@ -109,7 +109,10 @@ class Trainer:
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             loss_sum += summed.detach().double()
             for metric in self.train_metrics:
-                metric.update(logits.detach(), micro['labels'])
+                if isinstance(metric, LanguageCrossEntropy):  # perplexity too: reuse the loss, no second pass
+                    metric.add(summed, count_targets(micro['labels']))
+                else:
+                    metric.update(logits.detach(), micro['labels'])
         if self.scaler:
             self.scaler.unscale_(state.optimizer)
         self._event('before_optimizer_step')
