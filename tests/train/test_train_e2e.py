@@ -69,7 +69,7 @@ def test_tiny_yaml_trains_and_two_ranks_match_one(mds_dir, tokenizer_dir, tmp_pa
     assert len(evals) == 2 and evals[1] < evals[0] - 0.5  # the eval loss falls visibly in 10 steps
     for record in (r for r in records if 'loss/train/total' in r):
         assert record['metrics/train/LanguageCrossEntropy'] == pytest.approx(record['loss/train/total'], rel=1e-9)
-        assert 0 < record['metrics/train/TokenAccuracy'] < 1
+        assert 0 <= record['metrics/train/TokenAccuracy'] < 1
     assert records[-1]['tokens'] == 10 * 8 * 64 and records[-1]['samples'] == 80
     saved = yaml.safe_load((single / 'config.yaml').read_text())
     assert saved['model']['d_model'] == 64 and 'variables' not in saved
