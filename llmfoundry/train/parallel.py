@@ -1,0 +1,300 @@
+"""Data parallelism from llm-foundry's `fsdp_config` on PyTorch's FSDP2 (`fully_shard` over a DeviceMesh).
+
+Recipe (`parallelize`): activation checkpointing / offloading per block -> torch.compile per block ->
+`fully_shard` per block -> `fully_shard` on the root. A model built on the meta device is then allocated and
+initialised shard by shard with `materialise_sharded`, so no rank ever holds the full weights and the initial
+values do not depend on the world size or the sharding.
+
+sharding_strategy -> mesh and `reshard_after_forward` (blocks; the root keeps its parameters unsharded after
+forward, since the tied embedding / head is needed again as soon as backward starts):
+  FULL_SHARD     1-D mesh ('shard',) over all ranks; reshard after forward (parameters gathered twice per step).
+  SHARD_GRAD_OP  1-D mesh ('shard',) over all ranks; parameters stay gathered from forward until backward.
+  HYBRID_SHARD   2-D mesh ('replicate', 'shard') of data_parallel_replicate_degree x data_parallel_shard_degree
+                 (-1 fills the rest of the world; with neither set, shard within a node: LOCAL_WORLD_SIZE);
+                 reshard after forward.
+  NO_SHARD       DDP, written as HSDP with a shard group of one rank: 2-D mesh (world, 1). Every rank keeps full
+                 parameters and gradients are all-reduced. FSDP2 is used here too (rather than DistributedDataParallel)
+                 so that every strategy has the same interface: DTensor parameters, `set_requires_gradient_sync`,
+                 the same mixed-precision policy and the same checkpoint code.
+
+mixed_precision -> `MixedPrecisionPolicy`, where `low` is the trainer's precision (amp_bf16: bfloat16, amp_fp16:
+float16, fp32: float32; so with precision fp32 every setting computes in fp32). Sharded (master) parameters and
+optimizer state are always float32.
+  PURE     param_dtype=low,  reduce_dtype=low      (compute and gradient reduction in low precision)
+  DEFAULT  param_dtype=low,  reduce_dtype=float32  (compute in low precision, gradients reduced in fp32)
+  FULL     param_dtype=fp32, reduce_dtype=float32  (no mixed precision in FSDP; autocast may still apply)
+  dict     {param_dtype, reduce_dtype, output_dtype, cast_forward_inputs} taken as given (dtypes as 'bf16',
+           'bfloat16', 'fp16', 'float16', 'fp32', 'float32'); llm-foundry's buffer_dtype and
+           keep_low_precision_grads have no FSDP2 equivalent and are ignored with a warning.
+
+FSDP1 knobs: forward_prefetch: true -> each block prefetches the next block's all-gather in forward
+(`set_modules_to_forward_prefetch`). limit_all_gathers, backward_prefetch, use_orig_params and sync_module_states
+have no FSDP2 equivalent (FSDP2 bounds in-flight all-gathers itself, prefetches one block in backward, always
+exposes the original parameters, and every rank initialises identically): a non-default value logs one warning
+each. state_dict_type is read by the checkpoint code, not here. cpu_offload -> `CPUOffloadPolicy` (parameters,
+gradients and the optimizer step live on the CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+    ActivationWrapper,
+    CheckpointImpl,
+    checkpoint_wrapper,
+    offload_wrapper,
+)
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+from llmfoundry.config.schema import FSDPConfig
+from llmfoundry.config.validation import ConfigError, check_keys
+from llmfoundry.models.mpt.param_init import initial_value
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ('FULL_SHARD', 'SHARD_GRAD_OP', 'HYBRID_SHARD', 'NO_SHARD')
+RESHARD_AFTER_FORWARD = {'FULL_SHARD': True, 'SHARD_GRAD_OP': False, 'HYBRID_SHARD': True, 'NO_SHARD': False}
+DTYPES = {'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16, 'fp16': torch.float16, 'float16': torch.float16,
+          'fp32': torch.float32, 'float32': torch.float32}
+LOW_PRECISION = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16, 'fp32': torch.float32}
+MIXED_PRECISION_DICT_KEYS = ('param_dtype', 'reduce_dtype', 'output_dtype', 'cast_forward_inputs', 'buffer_dtype',
+                             'keep_low_precision_grads')
+# FSDP1 knob -> (its default, why a different value does nothing on FSDP2)
+FSDP1_ONLY_KNOBS = {
+    'limit_all_gathers': (True, 'FSDP2 bounds in-flight all-gathers itself'),
+    'backward_prefetch': ('BACKWARD_PRE', 'FSDP2 always prefetches the next block in backward'),
+    'use_orig_params': (True, 'FSDP2 always exposes the original parameters (as DTensors)'),
+    'sync_module_states': (False, 'every rank initialises the same weights deterministically'),
+}
+# Prefixes that wrappers add to parameter names; initial values are keyed by the unwrapped model's names.
+WRAPPER_PREFIXES = ('_checkpoint_wrapped_module.', '_orig_mod.')
+
+
+# ----- mesh ----------------------------------------------------------------------------------------------------
+def _strategy(fsdp: FSDPConfig) -> str:
+    strategy = str(fsdp.sharding_strategy).upper()
+    if strategy not in STRATEGIES:
+        raise ConfigError(f'fsdp_config.sharding_strategy={fsdp.sharding_strategy!r} is invalid; '
+                          f'allowed: {", ".join(STRATEGIES)}.')
+    return strategy
+
+
+def _hybrid_degrees(fsdp: FSDPConfig, world_size: int) -> tuple[int, int]:
+    """(replicate, shard) for HYBRID_SHARD; -1 (or an unset replicate degree) fills the rest of the world."""
+    replicate = fsdp.data_parallel_replicate_degree
+    shard = fsdp.data_parallel_shard_degree
+    if replicate is None and shard == -1:  # FSDP1's HYBRID_SHARD: shard within a node, replicate across nodes
+        shard = int(os.environ.get('LOCAL_WORLD_SIZE', world_size))
+    replicate = -1 if replicate is None else replicate
+    for key, value in (('data_parallel_replicate_degree', replicate), ('data_parallel_shard_degree', shard)):
+        if value == 0 or value < -1:
+            raise ConfigError(f'fsdp_config.{key}={value} is invalid: use a positive number of ranks or -1 (fill).')
+    if replicate == -1 and shard == -1:
+        raise ConfigError('fsdp_config: data_parallel_replicate_degree and data_parallel_shard_degree cannot both '
+                          f'be -1; set one of them (their product must be the world size, {world_size}).')
+    if replicate == -1:
+        replicate = world_size // shard if world_size % shard == 0 else -1
+    elif shard == -1:
+        shard = world_size // replicate if world_size % replicate == 0 else -1
+    if replicate * shard != world_size:
+        raise ConfigError(
+            f'fsdp_config: data_parallel_replicate_degree x data_parallel_shard_degree must equal the world size '
+            f'({world_size}); got {fsdp.data_parallel_replicate_degree} x {fsdp.data_parallel_shard_degree}. '
+            f'Set data_parallel_shard_degree to a divisor of {world_size} and data_parallel_replicate_degree to '
+            f'-1 (or to {world_size} / shard degree).')
+    return replicate, shard
+
+
+def mesh_shape(fsdp: FSDPConfig, world_size: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The mesh's shape and dimension names for `fsdp.sharding_strategy` on `world_size` ranks (see module doc)."""
+    strategy = _strategy(fsdp)
+    if strategy == 'HYBRID_SHARD':
+        return _hybrid_degrees(fsdp, world_size), ('replicate', 'shard')
+    if strategy == 'NO_SHARD':
+        return (world_size, 1), ('replicate', 'shard')
+    if fsdp.data_parallel_replicate_degree not in (None, 1) or fsdp.data_parallel_shard_degree not in (-1, world_size):
+        raise ConfigError(
+            f'fsdp_config: sharding_strategy {strategy} shards over all {world_size} ranks; '
+            f'data_parallel_replicate_degree={fsdp.data_parallel_replicate_degree} and data_parallel_shard_degree='
+            f'{fsdp.data_parallel_shard_degree} need sharding_strategy: HYBRID_SHARD (or remove them).')
+    return (world_size,), ('shard',)
+
+
+def build_mesh(fsdp: FSDPConfig, world_size: int, device_type: str) -> DeviceMesh:
+    """The data-parallel DeviceMesh for `fsdp` (needs an initialised process group of `world_size` ranks)."""
+    shape, names = mesh_shape(fsdp, world_size)
+    return init_device_mesh(device_type, shape, mesh_dim_names=names)
+
+
+# ----- mixed precision -----------------------------------------------------------------------------------------
+def _dtype(value: Any, key: str) -> torch.dtype | None:
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    if str(value).lower() not in DTYPES:
+        raise ConfigError(f'fsdp_config.mixed_precision.{key}={value!r} is invalid; allowed: {", ".join(DTYPES)}.')
+    return DTYPES[str(value).lower()]
+
+
+def _policy_from_dict(setting: dict[str, Any]) -> MixedPrecisionPolicy:
+    check_keys(setting, MIXED_PRECISION_DICT_KEYS, 'fsdp_config.mixed_precision')
+    for key in ('buffer_dtype', 'keep_low_precision_grads'):
+        if setting.get(key) is not None:
+            log.warning('fsdp_config.mixed_precision.%s has no FSDP2 equivalent and is ignored (no-op).', key)
+    return MixedPrecisionPolicy(
+        param_dtype=_dtype(setting.get('param_dtype'), 'param_dtype'),
+        reduce_dtype=_dtype(setting.get('reduce_dtype'), 'reduce_dtype'),
+        output_dtype=_dtype(setting.get('output_dtype'), 'output_dtype'),
+        cast_forward_inputs=bool(setting.get('cast_forward_inputs', True)),
+    )
+
+
+def mixed_precision_policy(setting: str | dict[str, Any], precision: str = 'amp_bf16') -> MixedPrecisionPolicy:
+    """fsdp_config.mixed_precision (PURE / DEFAULT / FULL / dict) for the trainer's `precision` (see module doc)."""
+    if isinstance(setting, dict):
+        return _policy_from_dict(setting)
+    if precision not in LOW_PRECISION:
+        raise ConfigError(f'precision={precision!r} is invalid; allowed: {", ".join(LOW_PRECISION)}.')
+    low = LOW_PRECISION[precision]
+    policies = {
+        'PURE': MixedPrecisionPolicy(param_dtype=low, reduce_dtype=low),
+        'DEFAULT': MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32),
+        'FULL': MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32),
+    }
+    if str(setting).upper() not in policies:
+        raise ConfigError(f'fsdp_config.mixed_precision={setting!r} is invalid; allowed: PURE, DEFAULT, FULL or a '
+                          'mapping {param_dtype, reduce_dtype, output_dtype, cast_forward_inputs}.')
+    return policies[str(setting).upper()]
+
+
+# ----- the recipe ----------------------------------------------------------------------------------------------
+def _blocks(model: nn.Module) -> nn.ModuleList:
+    blocks = getattr(getattr(model, 'transformer', None), 'blocks', None)
+    if not isinstance(blocks, nn.ModuleList):
+        raise ConfigError(f'fsdp_config needs a model with transformer.blocks; {type(model).__name__} has none.')
+    return blocks
+
+
+def warn_fsdp1_knobs(fsdp: FSDPConfig) -> None:
+    """One warning line per FSDP1-only knob set to a non-default value: it does nothing on FSDP2."""
+    for key, (default, why) in FSDP1_ONLY_KNOBS.items():
+        value = getattr(fsdp, key)
+        if value != default:
+            log.warning('fsdp_config.%s=%r is a no-op on FSDP2 (%s).', key, value, why)
+
+
+def apply_activation_checkpointing(blocks: nn.ModuleList, fsdp: FSDPConfig) -> None:
+    """Wrap every n-th block (0, n, 2n, ...) to recompute activations in backward and/or keep them on the CPU."""
+    if not (fsdp.activation_checkpointing or fsdp.activation_cpu_offload):
+        return
+    if fsdp.activation_checkpointing and fsdp.activation_checkpointing_reentrant:
+        # Reentrant checkpointing runs the recomputation outside autograd's graph, which bypasses the hooks
+        # FSDP2 uses to gather parameters and reduce gradients; non-reentrant saves the same memory.
+        raise ConfigError('fsdp_config.activation_checkpointing_reentrant: true is not supported with FSDP2; '
+                          'set it to false (non-reentrant checkpointing saves the same memory).')
+    every = fsdp.activation_checkpointing_every_n_layers
+    if not isinstance(every, int) or every < 1:
+        raise ConfigError(f'fsdp_config.activation_checkpointing_every_n_layers={every!r} must be a positive integer.')
+    for index in range(0, len(blocks), every):
+        block = blocks[index]
+        if fsdp.activation_checkpointing:
+            block = checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
+        if fsdp.activation_cpu_offload:
+            block = offload_wrapper(block)
+        blocks[index] = block
+
+
+def compile_each_block(blocks: nn.ModuleList, compile_config: dict[str, Any] | None) -> None:
+    """torch.compile every block in place (names unchanged); blocks are identical, so one compilation is reused."""
+    if compile_config is None:
+        return
+    if any(isinstance(block, ActivationWrapper) for block in blocks):
+        # A block fills the forward's shared attention-bias cache (a dict) on first use; dynamo refuses that side
+        # effect inside a checkpointed region (a graph break per block) unless told the recomputation in
+        # backward need not repeat it. Filling the cache is idempotent, so skipping it there is safe.
+        torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
+    for block in blocks:
+        block.compile(**compile_config)
+
+
+def shard(model: nn.Module, blocks: nn.ModuleList, fsdp: FSDPConfig, mesh: DeviceMesh, precision: str) -> None:
+    """fully_shard each block (one all-gather / reduce-scatter group per block), then the root for the rest."""
+    strategy = _strategy(fsdp)
+    options: dict[str, Any] = {
+        'mesh': mesh,
+        'mp_policy': mixed_precision_policy(fsdp.mixed_precision, precision),
+        'offload_policy': CPUOffloadPolicy() if fsdp.cpu_offload else OffloadPolicy(),
+    }
+    for block in blocks:
+        fully_shard(block, reshard_after_forward=RESHARD_AFTER_FORWARD[strategy], **options)
+    fully_shard(model, reshard_after_forward=False, **options)
+    if fsdp.forward_prefetch:
+        for block, following in zip(blocks, list(blocks)[1:]):
+            block.set_modules_to_forward_prefetch([following])
+
+
+def parallelize(
+    model: nn.Module,
+    fsdp: FSDPConfig,
+    mesh: DeviceMesh | None,
+    compile_config: dict[str, Any] | None = None,
+    precision: str = 'amp_bf16',
+) -> nn.Module:
+    """Apply `fsdp` (and compile_config) to `model` in place and return it; `mesh` None (one process) only
+    checkpoints and compiles. `precision` is the trainer's (it picks the low dtype of mixed_precision). Works on a
+    model built on meta: call `materialise_sharded` afterwards."""
+    blocks = _blocks(model)
+    warn_fsdp1_knobs(fsdp)
+    # 1. Checkpointing first, so compile and FSDP see the wrapped block: the recomputation then runs inside the
+    #    block's FSDP unit (its parameters are gathered again for it) and inside the compiled graph.
+    apply_activation_checkpointing(blocks, fsdp)
+    # 2. Compile before sharding: the graph is the block's computation; dynamo leaves the FSDP2 hooks added next
+    #    to run eagerly around it (torch._dynamo.config.skip_fsdp_hooks), so one graph serves every block.
+    compile_each_block(blocks, compile_config)
+    # 3. Shard bottom-up: each block's parameters form one group, the root takes what is left (embeddings, norm).
+    if mesh is not None:
+        shard(model, blocks, fsdp, mesh, precision)
+    return model
+
+
+# ----- meta-device initialisation ------------------------------------------------------------------------------
+def unwrapped_name(name: str) -> str:
+    """A parameter's name in the unwrapped model (checkpoint and compile wrappers add prefixes)."""
+    for prefix in WRAPPER_PREFIXES:
+        name = name.replace(prefix, '')
+    return name
+
+
+def local_part(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """This rank's part of `full` for `param` (its local shard when a DTensor); no communication."""
+    if not isinstance(param, DTensor):
+        return full
+    return distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None).to_local()
+
+
+@torch.no_grad()
+def materialise_sharded(model: nn.Module, device: torch.device | str, base_seed: int | None = None) -> nn.Module:
+    """Allocate a meta-built (possibly sharded) model on `device` and give every parameter its deterministic
+    initial value: the full value is computed one parameter at a time and only the local shard is kept, so the
+    weights equal a single-process init with the same seed and no rank holds the full model. With
+    fsdp_config.cpu_offload the sharded parameters live on the CPU: pass device='cpu'."""
+    seed = model.init_seed if base_seed is None else base_seed
+    model.to_empty(device=device)
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if id(param) in seen:  # a tied weight is initialised once, under its first owner (wte)
+                continue
+            seen.add(id(param))
+            name = unwrapped_name(f'{module_name}.{param_name}' if module_name else param_name)
+            full = initial_value(module, param_name, name, model.config, seed)
+            local = param.to_local() if isinstance(param, DTensor) else param
+            local.copy_(local_part(full.to(device=local.device, dtype=local.dtype), param))
+    return model
+
