@@ -62,3 +62,13 @@ def tokenizer_dir(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     out = str(tmp_path_factory.mktemp('tokenizer'))
     assert main(['train', '--input', str(corpus_dir), '--vocab-size', str(VOCAB_SIZE), '--out', out]) == 0
     return out
+
+
+@pytest.fixture(scope='session')
+def s3_server():
+    """One real S3 server (SeaweedFS on 127.0.0.1) per session, with the bucket TEST_BUCKET created."""
+    from s3_server import TEST_BUCKET, S3Server
+
+    with S3Server() as server:
+        server.create_bucket(TEST_BUCKET)
+        yield server

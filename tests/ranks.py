@@ -31,6 +31,7 @@ def _rank_entry(rank: int, fn: Callable, world_size: int, port: int, args: tuple
     dist.init_process_group('gloo', rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60))
     try:
         fn(rank, world_size, *args)
+        dist.barrier()  # no rank tears the group down while another still talks to it (gloo aborts then)
     finally:
         dist.destroy_process_group()
 

