@@ -27,8 +27,10 @@ from llmfoundry.models.registry import build_model
 from llmfoundry.optim.optimizers import build_optimizer
 from llmfoundry.registry import Registry
 
+from .checkpointing import CheckpointSaver, resume
 from .distributed import DistInfo
 from .events import Callback, LoggerDestination, MetricLogger, TrainState, callbacks, loggers
+from .parallel import build_mesh, materialise_sharded, parallelize
 from .trainer import Trainer, run_folder_for
 
 log = logging.getLogger(__name__)
@@ -124,20 +126,30 @@ def compile_blocks(model: nn.Module, compile_config: dict[str, Any] | None) -> N
         module.compile(**compile_config)
 
 
-def refuse_what_is_not_built_yet(config: TrainConfig) -> None:
-    """Sharding and checkpoints are the next milestone: say exactly what runs instead, or refuse."""
-    if config.load_path or config.autoresume:
-        raise ConfigError('load_path and autoresume are not supported yet (checkpoint loading is not built); '
-                          'remove them to train from scratch.')
-    if config.fsdp_config is not None:
-        log.warning('fsdp_config is not applied yet: the model is replicated on every rank (DDP), not sharded.')
-    if config.save_folder:
-        log.warning('Checkpoints are not written yet: %s receives config.yaml and metrics.jsonl only.',
-                    config.save_folder)
+def prepare_model(config: TrainConfig, info: DistInfo) -> nn.Module:
+    """Build the model, then either place it (no fsdp_config) or shard it with FSDP2 (parallel.py).
+
+    A model built on the meta device is initialised after placement/sharding from per-parameter seeds, so
+    its weights do not depend on the world size and no rank ever holds the full model.
+    """
+    model = build_model(config.model)
+    fsdp = config.fsdp_config
+    if fsdp is None:
+        model = materialise(model, info.device)
+        compile_blocks(model, config.compile_config)
+        return model
+    on_meta = any(p.is_meta for p in model.parameters())
+    home = torch.device('cpu') if fsdp.cpu_offload else info.device
+    if not on_meta:
+        model.to(home)
+    mesh = build_mesh(fsdp, info.world_size, info.device.type) if info.world_size > 1 else None
+    parallelize(model, fsdp, mesh, config.compile_config, precision=config.precision)
+    if on_meta:
+        materialise_sharded(model, home)
+    return model
 
 
 def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo) -> Trainer:
-    refuse_what_is_not_built_yet(config)
     import_code_paths(config.code_paths)
     seed_everything(config.seed)
     run_name = agree_on_run_name(config)
@@ -147,8 +159,7 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
 
     tokenizer_section = dict(config.tokenizer)
     tokenizer = build_tokenizer(tokenizer_section.pop('name'), tokenizer_section.pop('kwargs', None))
-    model = materialise(build_model(config.model), info.device)
-    compile_blocks(model, config.compile_config)
+    model = prepare_model(config, info)
     if micro == 'auto':
         micro = auto_microbatch_size(model, device_batch, config.max_seq_len, info)
     train_loader = build_loader(config.train_loader, tokenizer, device_batch, 'train_loader')
@@ -173,7 +184,10 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
         config=config, model=model, optimizer=optimizer, dist=info, max_duration=max_duration, run_name=run_name,
         run_folder=run_folder, device_train_batch_size=device_batch, microbatch_size=micro, tokenizer=tokenizer,
     )
-    return Trainer(config, state, train_loader, eval_loaders, build_callbacks(config.callbacks), logger)
+    resume(config, state, train_loader)
+    saver = CheckpointSaver(config, run_name, OmegaConf.to_yaml(OmegaConf.create(resolved))) \
+        if config.save_folder else None
+    return Trainer(config, state, train_loader, eval_loaders, build_callbacks(config.callbacks), logger, saver)
 
 
 def auto_microbatch_size(model: nn.Module, device_batch: int, seq_len: int, info: DistInfo) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 
 from llmfoundry.config.schema import TrainConfig
@@ -28,6 +29,7 @@ from llmfoundry.config.validation import ConfigError
 from llmfoundry.optim.schedulers import apply_lr, build_scheduler
 
 from .batching import IGNORE_INDEX, count_targets, split_microbatches
+from .checkpointing import CheckpointSaver, crash_if_asked
 from .distributed import DistInfo, all_reduce_sum
 from .events import Callback, MetricLogger, TrainState
 from .metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
@@ -52,6 +54,7 @@ class Trainer:
         eval_loaders: list[tuple[str, Any]],
         callbacks: list[Callback],
         logger: MetricLogger,
+        saver: CheckpointSaver | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -60,6 +63,7 @@ class Trainer:
         self.eval_loaders = eval_loaders
         self.callbacks = callbacks
         self.logger = logger
+        self.saver = saver
         self.scheduler = build_scheduler(config.scheduler)
         self.eval_interval = Time.parse(config.eval_interval, 'eval_interval')
         self.console_interval = Time.parse(config.console_log_interval, 'console_log_interval')
@@ -70,7 +74,7 @@ class Trainer:
         model = state.model
         self.takes_sequence_id = 'sequence_id' in inspect.signature(model.forward).parameters
         self.module: nn.Module = model
-        if self.dist.world_size > 1:
+        if self.dist.world_size > 1 and not isinstance(model, FSDPModule):  # FSDP2 reduces gradients itself
             device_ids = [self.dist.device.index] if self.dist.device.type == 'cuda' else None
             self.module = DistributedDataParallel(model, device_ids=device_ids)
 
@@ -101,7 +105,7 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for index, micro in enumerate(microbatches):
             last = index == len(microbatches) - 1
-            sync = contextlib.nullcontext() if last or self.module is state.model else self.module.no_sync()
+            sync = self._gradient_sync(last)
             with sync:
                 logits = self._forward(self.module, micro)
                 summed = token_losses_sum(logits, micro['labels'])
@@ -132,6 +136,15 @@ class Trainer:
         state.timestamp = state.timestamp.after_batch(samples=global_samples, tokens=global_tokens)
         if stop_votes and state.stop_reason is None:
             state.stop_reason = 'another rank asked to stop'
+
+    def _gradient_sync(self, last: bool):
+        """Reduce gradients across ranks only on the last microbatch of a step."""
+        if isinstance(self.module, FSDPModule):
+            self.module.set_requires_gradient_sync(last)  # sticky: set back to True on the last microbatch
+            return contextlib.nullcontext()
+        if last or not isinstance(self.module, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.module.no_sync()
 
     # ----- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -210,6 +223,9 @@ class Trainer:
                 self._event('batch_end')
                 if self.eval_loaders and crossed(previous, state.timestamp, self.eval_interval, state.max_duration):
                     self.evaluate()
+                if self.saver:
+                    self.saver.after_step(previous, state, self.train_loader)
+                crash_if_asked(state.timestamp.batch)
                 if self._done():
                     break
             else:  # the epoch ran to its end
@@ -221,8 +237,12 @@ class Trainer:
                 self._event('epoch_end')
                 if self.eval_loaders and crossed(previous, state.timestamp, self.eval_interval, state.max_duration):
                     self.evaluate()
+                if self.saver:
+                    self.saver.after_step(previous, state, self.train_loader)
         if state.stop_reason:
             log.warning('Stopping at batch %d: %s', state.timestamp.batch, state.stop_reason)
+        if self.saver:
+            self.saver.save(state, self.train_loader)  # the end of training is always checkpointed
         self._event('fit_end')
         self.logger.close()
         return state

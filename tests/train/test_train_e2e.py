@@ -116,3 +116,53 @@ def test_hf_causal_lm_trains_from_a_local_folder(mds_dir, tokenizer_dir, tmp_pat
     assert train([str(hf_yaml), *overrides(mds_dir, tokenizer_dir, run, *extra)]) == 0
     losses = train_losses(read_metrics(run))
     assert sorted(losses) == [1, 2, 3] and all(5 < loss < 8 for loss in losses.values())
+
+
+def last_per_batch(run_folder: Path) -> dict[int, dict]:
+    """metrics.jsonl after a resume holds the replayed batches twice: readers take the last entry per batch."""
+    return {r['batch']: r for r in read_metrics(run_folder) if 'loss/train/total' in r}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_exactly_on_the_same_and_on_fewer_ranks(mds_dir, tokenizer_dir, tmp_path):
+    def command(folder: Path, nproc: int, *extra: str) -> list[str]:
+        launch = ['--nproc', str(nproc)] if nproc > 1 else []
+        return [sys.executable, '-m', 'llmfoundry.cli', 'train', str(TINY_YAML), *launch,
+                *overrides(mds_dir, tokenizer_dir, folder, *MPT_SIZE, 'max_duration=6ba', 'save_interval=3ba',
+                           'eval_interval=100ba', 'autoresume=true', 'run_name=resume-test', *extra)]
+
+    def run(folder: Path, nproc: int, crash_after: int | None = None, *extra: str) -> int:
+        env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '1'}
+        if crash_after:
+            env['LLMFOUNDRY_CRASH_AFTER_BATCH'] = str(crash_after)
+        result = subprocess.run(command(folder, nproc, *extra), env=env, capture_output=True, text=True,
+                                timeout=240)
+        assert crash_after or result.returncode == 0, result.stderr[-3000:]
+        return result.returncode
+
+    straight = tmp_path / 'straight'
+    run(straight, 1)
+    expected = last_per_batch(straight)
+    assert sorted(expected) == [1, 2, 3, 4, 5, 6]
+    assert (straight / 'latest').read_text().strip() == 'ep0-ba6'
+
+    # Killed after batch 4 (the batch-3 checkpoint is the newest), then the same command again.
+    resumed = tmp_path / 'resumed'
+    assert run(resumed, 1, crash_after=4) != 0
+    assert (resumed / 'latest').read_text().strip() == 'ep0-ba3'
+    run(resumed, 1)
+    again = last_per_batch(resumed)
+    for batch in (4, 5, 6):  # bit for bit, and the same samples and tokens
+        assert again[batch]['loss/train/total'] == expected[batch]['loss/train/total'], batch
+        assert (again[batch]['samples'], again[batch]['tokens']) == (expected[batch]['samples'],
+                                                                     expected[batch]['tokens'])
+
+    # Two FSDP2 (FULL_SHARD) ranks killed after batch 4, resumed on one rank: the sharded checkpoint reshards.
+    resharded, fsdp = tmp_path / 'resharded', 'fsdp_config.sharding_strategy=FULL_SHARD'
+    assert run(resharded, 2, 4, fsdp) != 0
+    assert sorted(p.name for p in (resharded / 'ep0-ba3').glob('*.distcp')) == ['__0_0.distcp', '__1_0.distcp']
+    run(resharded, 1, None, fsdp)
+    again = last_per_batch(resharded)
+    for batch in range(1, 7):  # batches 1-3 from the sharded run, 4-6 after the resume
+        assert again[batch]['loss/train/total'] == pytest.approx(expected[batch]['loss/train/total'], rel=1e-5)
+        assert again[batch]['tokens'] == expected[batch]['tokens']

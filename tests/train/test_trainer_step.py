@@ -171,18 +171,6 @@ def test_code_paths_register_plugins_and_compile_config_compiles_blocks(tmp_path
     torch.testing.assert_close(model(ids).logits, tiny_model()(ids).logits)
 
 
-def test_checkpoint_loading_is_refused_until_it_exists(caplog):
-    from llmfoundry.config.validation import ConfigError
-    from llmfoundry.train.setup import refuse_what_is_not_built_yet
-
-    base = dict(model={}, tokenizer={}, optimizer={}, scheduler={}, train_loader={}, max_duration='1ba',
-                max_seq_len=8, global_train_batch_size=1)
-    with pytest.raises(ConfigError, match='load_path and autoresume are not supported yet'):
-        refuse_what_is_not_built_yet(from_dict(TrainConfig, {**base, 'load_path': 'ckpt/latest'}))
-    refuse_what_is_not_built_yet(from_dict(TrainConfig, {**base, 'fsdp_config': {}, 'save_folder': 'out'}))
-    assert 'fsdp_config is not applied yet' in caplog.text and 'Checkpoints are not written yet' in caplog.text
-
-
 def test_labelled_eval_loaders_log_under_their_labels(tmp_path):
     logged = []
 

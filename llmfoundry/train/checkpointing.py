@@ -1,0 +1,82 @@
+"""The trainer's side of checkpoints: when to save (save_interval, end of training) and how a run resumes.
+
+Resuming: with `autoresume: true` the newest complete checkpoint under save_folder wins (a full resume:
+weights, optimizer, timestamp, data loader position, RNG); otherwise `load_path` is loaded, fully or, with
+`load_weights_only`, as a warm start. The LR schedule needs no state of its own: it is a function of the
+restored timestamp.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from llmfoundry.config.schema import TrainConfig
+from llmfoundry.config.time import Time, Timestamp, crossed
+from llmfoundry.config.validation import ConfigError
+
+from . import checkpoint
+from .checkpoint.layout import resolve_folder
+from .events import TrainState
+
+log = logging.getLogger(__name__)
+
+# Test hook (TESTING.md): the process exits abruptly after this batch (and its checkpoint, if one was due).
+CRASH_ENV = 'LLMFOUNDRY_CRASH_AFTER_BATCH'
+
+
+class CheckpointSaver:
+    """Saves at every save_interval crossing and once at the end of training (never twice for one timestamp)."""
+
+    def __init__(self, config: TrainConfig, run_name: str, config_text: str) -> None:
+        self.settings = checkpoint.SaveSettings.from_config(config, run_name)
+        self.interval = Time.parse(config.save_interval, 'save_interval')
+        self.config_text = config_text
+        self.last_saved: Timestamp | None = None
+
+    def after_step(self, previous: Timestamp, state: TrainState, loader: Any) -> None:
+        if crossed(previous, state.timestamp, self.interval, state.max_duration):
+            self.save(state, loader)
+
+    def save(self, state: TrainState, loader: Any) -> None:
+        if self.last_saved == state.timestamp:
+            return
+        parts = checkpoint.CheckpointParts(
+            model=state.model, optimizer=state.optimizer, timestamp=state.timestamp,
+            loader_state=loader.state_dict(), config_text=self.config_text,
+        )
+        path = checkpoint.save(self.settings, parts, rank=state.dist.rank, world_size=state.dist.world_size)
+        self.last_saved = state.timestamp
+        log.info('Saved checkpoint %s', path)
+
+
+def crash_if_asked(batch: int) -> None:
+    if os.environ.get(CRASH_ENV) == str(batch):
+        log.warning('%s=%d: exiting abruptly (test hook)', CRASH_ENV, batch)
+        os._exit(17)
+
+
+def resume(config: TrainConfig, state: TrainState, loader: Any) -> str | None:
+    """Restore what the config asks for into `state` and `loader`; returns the checkpoint used, if any."""
+    rank, world = state.dist.rank, state.dist.world_size
+    path, full = None, True
+    if config.autoresume and config.save_folder:
+        path = checkpoint.find_latest(resolve_folder(config.save_folder, state.run_name), rank=rank, world_size=world)
+    if path is None and config.load_path:
+        if '{rank}' in config.load_path:
+            raise ConfigError("load_path: '{rank}' is not needed: one sharded checkpoint folder serves every rank.")
+        path, full = config.load_path.format(run_name=state.run_name), not config.load_weights_only
+    if path is None:
+        return None
+    restored = checkpoint.load(path, state.model, state.optimizer, weights_only=not full,
+                               strict=config.load_strict_model_weights, rank=rank, world_size=world)
+    if restored.timestamp is not None:
+        state.timestamp = restored.timestamp
+        if restored.loader_state is not None:
+            loader.load_state_dict(restored.loader_state)
+        restored.restore_rng(config.seed, rank)
+        log.info('Resumed from %s at batch %d', path, state.timestamp.batch)
+    else:
+        log.info('Loaded weights from %s', path)
+    return path
