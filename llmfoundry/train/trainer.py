@@ -24,7 +24,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 
 from llmfoundry.config.schema import TrainConfig
-from llmfoundry.config.time import Time, crossed, reached
+from llmfoundry.config.time import Time, Timestamp, crossed, reached
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.optim.schedulers import apply_lr, build_scheduler
 
@@ -33,6 +33,7 @@ from .checkpointing import CheckpointSaver, crash_if_asked
 from .distributed import DistInfo, all_reduce_sum
 from .events import Callback, MetricLogger, TrainState
 from .metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
+from .preemption import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Trainer:
         self.callbacks = callbacks
         self.logger = logger
         self.saver = saver
+        self.signals = StopSignals()
         self.scheduler = build_scheduler(config.scheduler)
         self.eval_interval = Time.parse(config.eval_interval, 'eval_interval')
         self.console_interval = Time.parse(config.console_log_interval, 'console_log_interval')
@@ -128,6 +130,8 @@ class Trainer:
         else:
             state.optimizer.step()
         state.optimizer.zero_grad(set_to_none=True)
+        if self.signals.received:
+            state.request_stop(f'received {self.signals.received}: saving and exiting')
         stop = torch.tensor([loss_sum.item(), float(state.stop_reason is not None)], dtype=torch.float64,
                             device=device)
         total_loss, stop_votes = all_reduce_sum(stop).tolist()
@@ -208,37 +212,13 @@ class Trainer:
         self._event('fit_start')
         if self.config.eval_first and self.eval_loaders:
             self.evaluate()
-        while not self._done():
-            batches_this_epoch = 0
-            for batches_this_epoch, batch in enumerate(self._epoch_batches(), start=1):  # noqa: B007
-                state.lr_multiplier = self.scheduler(state.timestamp, state.max_duration, self._batches_per_epoch())
-                apply_lr(state.optimizer, state.lr_multiplier)
-                self._event('batch_start')
-                previous = state.timestamp
-                self._train_step(batch)
-                if not math.isfinite(state.loss):
-                    log.warning('batch %d: loss is %s', state.timestamp.batch, state.loss)
-                if crossed(previous, state.timestamp, self.console_interval, state.max_duration):
-                    self._log_train()
-                self._event('batch_end')
-                if self.eval_loaders and crossed(previous, state.timestamp, self.eval_interval, state.max_duration):
-                    self.evaluate()
-                if self.saver:
-                    self.saver.after_step(previous, state, self.train_loader)
-                crash_if_asked(state.timestamp.batch)
-                if self._done():
-                    break
-            else:  # the epoch ran to its end
-                if batches_this_epoch == 0:
-                    raise ConfigError('train_loader produced no batch: the dataset is smaller than one device '
-                                      'batch (with drop_last: true) or empty.')
-                previous = state.timestamp
-                state.timestamp = state.timestamp.after_epoch()
-                self._event('epoch_end')
-                if self.eval_loaders and crossed(previous, state.timestamp, self.eval_interval, state.max_duration):
-                    self.evaluate()
-                if self.saver:
-                    self.saver.after_step(previous, state, self.train_loader)
+        with self.signals:
+            while not self._done():
+                if self._run_epoch():
+                    previous = state.timestamp
+                    state.timestamp = state.timestamp.after_epoch()
+                    self._event('epoch_end')
+                    self._evaluate_and_save(previous)
         if state.stop_reason:
             log.warning('Stopping at batch %d: %s', state.timestamp.batch, state.stop_reason)
         if self.saver:
@@ -246,6 +226,42 @@ class Trainer:
         self._event('fit_end')
         self.logger.close()
         return state
+
+    def _run_epoch(self) -> bool:
+        """Train through the loader once; False when the run ended before the epoch did."""
+        batches = 0
+        for batch in self._epoch_batches():
+            batches += 1
+            self._run_batch(batch)
+            if self._done():
+                return False
+        if batches == 0:
+            raise ConfigError('train_loader produced no batch: the dataset is smaller than one device batch '
+                              '(with drop_last: true) or empty.')
+        return True
+
+    def _run_batch(self, batch: dict[str, torch.Tensor]) -> None:
+        state = self.state
+        state.lr_multiplier = self.scheduler(state.timestamp, state.max_duration, self._batches_per_epoch())
+        apply_lr(state.optimizer, state.lr_multiplier)
+        self._event('batch_start')
+        previous = state.timestamp
+        self._train_step(batch)
+        if not math.isfinite(state.loss):
+            log.warning('batch %d: loss is %s', state.timestamp.batch, state.loss)
+        if crossed(previous, state.timestamp, self.console_interval, state.max_duration):
+            self._log_train()
+        self._event('batch_end')
+        self._evaluate_and_save(previous)
+        crash_if_asked(state.timestamp.batch)
+
+    def _evaluate_and_save(self, previous: Timestamp) -> None:
+        """Evaluate and checkpoint when moving from `previous` to now crossed their intervals."""
+        state = self.state
+        if self.eval_loaders and crossed(previous, state.timestamp, self.eval_interval, state.max_duration):
+            self.evaluate()
+        if self.saver:
+            self.saver.after_step(previous, state, self.train_loader)
 
 
 def _clipping(algorithms: dict[str, Any] | None):

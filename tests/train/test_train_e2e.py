@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,56 @@ def test_killed_run_resumes_exactly_on_the_same_and_on_fewer_ranks(mds_dir, toke
     for batch in range(1, 7):  # batches 1-3 from the sharded run, 4-6 after the resume
         assert again[batch]['loss/train/total'] == pytest.approx(expected[batch]['loss/train/total'], rel=1e-5)
         assert again[batch]['tokens'] == expected[batch]['tokens']
+
+
+def wait_for_batch(run_folder: Path, batch: int, process: subprocess.Popen, timeout: float = 120) -> int:
+    """Poll metrics.jsonl until `batch` batches were logged; returns the newest logged batch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, 'the run ended before it was signalled'
+        logged = last_per_batch(run_folder) if (run_folder / 'metrics.jsonl').exists() else {}
+        if logged and max(logged) >= batch:
+            return max(logged)
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f'no batch {batch} within {timeout:.0f} s')
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resumes(mds_dir, tokenizer_dir, tmp_path):
+    folder = tmp_path / 'preempted'
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+
+    def start(max_duration: str) -> subprocess.Popen:
+        command = [sys.executable, '-m', 'llmfoundry.cli', 'train', str(TINY_YAML), '--nproc', '2',
+                   *overrides(mds_dir, tokenizer_dir, folder, *MPT_SIZE, f'max_duration={max_duration}',
+                              'save_interval=100000ba', 'eval_interval=100000ba', 'autoresume=true',
+                              'run_name=preempt-test', 'callbacks=null')]
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def latest() -> int:
+        return int((folder / 'latest').read_text().strip().rsplit('-ba', 1)[1])
+
+    # 1. SIGTERM to `llmfoundry train`, which forwards it to its ranks.
+    launcher = start('100000ba')
+    wait_for_batch(folder, 2, launcher)
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=120) == 0, launcher.stderr.read()[-3000:]
+    first_stop = latest()
+    assert first_stop == max(last_per_batch(folder)) >= 2
+
+    # 2. The same command resumes; SIGTERM to every rank at once (as SLURM does), not to the launcher.
+    launcher = start('100000ba')
+    wait_for_batch(folder, first_stop + 2, launcher)
+    ranks = subprocess.run(['pgrep', '-P', str(launcher.pid)], capture_output=True, text=True).stdout.split()
+    assert len(ranks) == 2
+    for pid in ranks:
+        os.kill(int(pid), signal.SIGTERM)
+    assert launcher.wait(timeout=120) == 0, launcher.stderr.read()[-3000:]
+    second_stop = latest()
+    assert second_stop == max(last_per_batch(folder)) > first_stop + 1
+
+    # 3. The same command runs to the end.
+    launcher = start(f'{second_stop + 2}ba')
+    assert launcher.wait(timeout=180) == 0, launcher.stderr.read()[-3000:]
+    assert latest() == second_stop + 2 and sorted(last_per_batch(folder)) == list(range(1, second_stop + 3))
