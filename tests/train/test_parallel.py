@@ -4,15 +4,13 @@ checkpointing, FSDP1 knobs) are what the module documents."""
 
 from __future__ import annotations
 
-import datetime
 import logging
-import socket
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ranks import run_ranks
 from torch._dynamo.utils import counters
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper, OffloadWrapper
 from torch.distributed.fsdp import MixedPrecisionPolicy
@@ -123,40 +121,21 @@ def logits_dtypes() -> dict[str, torch.dtype]:
     return dtypes
 
 
-def _rank_main(rank: int, port: int, results: dict) -> None:
+def _rank_main(rank: int, world_size: int, results: dict) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
-    try:
-        for name, keys, microbatches, compile_config in VARIANTS:
-            results[(rank, name)] = train(sharded(FSDPConfig(**keys), compile_config), rank, WORLD, microbatches)
-        results[(rank, 'compiled graphs, graph breaks')] = (counters['stats']['unique_graphs'],
-                                                             sum(counters['graph_break'].values()))
-        results[(rank, 'logits dtype')] = logits_dtypes()
-        results[(rank, 'meta init')] = meta_init_differences()
-        results[(rank, 'deep narrow')] = deep_narrow_fraction()
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+    for name, keys, microbatches, compile_config in VARIANTS:
+        results[(rank, name)] = train(sharded(FSDPConfig(**keys), compile_config), rank, world_size, microbatches)
+    results[(rank, 'compiled graphs, graph breaks')] = (counters['stats']['unique_graphs'],
+                                                         sum(counters['graph_break'].values()))
+    results[(rank, 'logits dtype')] = logits_dtypes()
+    results[(rank, 'meta init')] = meta_init_differences()
+    results[(rank, 'deep narrow')] = deep_narrow_fraction()
 
 
 def run_two_ranks(deadline_s: float = 150) -> dict:
     with mp.Manager() as manager:
         results = manager.dict()
-        context = mp.start_processes(_rank_main, args=(_free_port(), results), nprocs=WORLD, join=False,
-                                     start_method='spawn')
-        deadline = time.monotonic() + deadline_s
-        # join() returns after each rank that ends, so loop until every rank has (True) or the deadline passes
-        while not context.join(timeout=max(0.0, deadline - time.monotonic())):
-            if time.monotonic() >= deadline:
-                for process in context.processes:
-                    process.kill()
-                pytest.fail(f'the {WORLD} gloo ranks did not finish within {deadline_s} s')
+        run_ranks(_rank_main, WORLD, results, timeout=deadline_s)
         return dict(results)
 
 
