@@ -2,9 +2,9 @@
 
 Loss normalisation: the loss of a step is the summed cross-entropy of every target token in the
 global batch (all ranks, all microbatches) divided by the number of those tokens. Each microbatch
-backpropagates its own sum divided by the global count; DistributedDataParallel then averages
-gradients over ranks, so each rank's loss is also multiplied by the world size. Neither the
-microbatch size nor the number of ranks changes the gradient (up to float reduction order).
+backpropagates its own sum divided by the global count; the data-parallel gradient reduction (DDP, or
+FSDP2's reduce-scatter) then averages over ranks, so each rank's loss is also multiplied by the world
+size. Neither the microbatch size nor the number of ranks changes the gradient (up to float reduction order).
 """
 
 from __future__ import annotations
@@ -106,9 +106,7 @@ class Trainer:
         microbatches = split_microbatches(batch, state.microbatch_size)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for index, micro in enumerate(microbatches):
-            last = index == len(microbatches) - 1
-            sync = self._gradient_sync(last)
-            with sync:
+            with self._gradient_sync(last=index == len(microbatches) - 1):
                 logits = self._forward(self.module, micro)
                 summed = token_losses_sum(logits, micro['labels'])
                 loss = summed * (self.dist.world_size / global_targets)
