@@ -172,11 +172,12 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
                     for label, section in eval_sections]
     optimizer = build_optimizer(config.optimizer, model)
 
+    config_yaml = OmegaConf.to_yaml(OmegaConf.create(resolved))
     if info.is_main:
         run_folder.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(resolved), run_folder / 'config.yaml')
+        (run_folder / 'config.yaml').write_text(config_yaml)
         if config.log_config:
-            log.info('Resolved config:\n%s', OmegaConf.to_yaml(OmegaConf.create(resolved)))
+            log.info('Resolved config:\n%s', config_yaml)
     destinations = build_loggers(config, run_folder, run_name, max_duration) if info.is_main else []
     logger = MetricLogger(destinations, info.is_main)
     logger.log_hyperparameters(resolved)
@@ -185,8 +186,7 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
         run_folder=run_folder, device_train_batch_size=device_batch, microbatch_size=micro, tokenizer=tokenizer,
     )
     resume(config, state, train_loader)
-    saver = CheckpointSaver(config, run_name, OmegaConf.to_yaml(OmegaConf.create(resolved))) \
-        if config.save_folder else None
+    saver = CheckpointSaver(config, run_name, config_yaml) if config.save_folder else None
     return Trainer(config, state, train_loader, eval_loaders, build_callbacks(config.callbacks), logger, saver)
 
 
