@@ -5,7 +5,19 @@
 migrates the weights of a Composer checkpoint. See layout.py for the on-disk layout.
 """
 
-from .checkpointer import CheckpointParts, Restored, SaveSettings, find_latest, load, save
+from .checkpointer import (
+    CONSOLIDATED_FILE,
+    CheckpointParts,
+    Restored,
+    SaveSettings,
+    find_latest,
+    load,
+    read_config_text,
+    save,
+)
 from .errors import CheckpointError
 
-__all__ = ['CheckpointError', 'CheckpointParts', 'Restored', 'SaveSettings', 'find_latest', 'load', 'save']
+__all__ = [
+    'CONSOLIDATED_FILE', 'CheckpointError', 'CheckpointParts', 'Restored', 'SaveSettings', 'find_latest', 'load',
+    'read_config_text', 'save',
+]

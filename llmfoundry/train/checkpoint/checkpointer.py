@@ -7,6 +7,8 @@ What a checkpoint holds (DCP keys):
     loader           packed data loader state; it must describe the *global* position      (written by rank 0)
     config           packed resolved config text                                           (written by rank 0)
     rng/rank{r}      packed generator states of rank r                                     (written by rank r)
+With fsdp_config.state_dict_type: full the folder also holds `model.safetensors`: the unsharded weights, gathered
+from every rank and written by rank 0 before `.complete`, for tools that read plain weight files (no DCP).
 "Packed" entries are torch.save bytes read back with torch.load(weights_only=True): DCP itself would unpickle
 arbitrary objects, and a nested dict handed to DCP is flattened so that loading it would need its shape in
 advance. DCP keeps one copy of a non-tensor entry that several ranks save under one key, hence RNG states
@@ -29,6 +31,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import save as safetensors_save
 from torch import nn
 from torch.distributed.checkpoint import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import (
@@ -42,11 +45,15 @@ from torch.optim import Optimizer
 
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.time import Timestamp
+from llmfoundry.config.validation import ConfigError
 
 from . import composer, layout, rng, storage
 from .errors import CheckpointError
 
 T = TypeVar('T')
+
+STATE_DICT_TYPES = ('sharded', 'full')
+CONSOLIDATED_FILE = 'model.safetensors'
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class SaveSettings:
     overwrite: bool = False
     weights_only: bool = False
     run_name: str = ''
+    consolidated: bool = False  # also write the full weights as model.safetensors (state_dict_type: full)
 
     def __post_init__(self) -> None:
         if self.num_to_keep != -1 and self.num_to_keep < 1:
@@ -74,8 +82,17 @@ class SaveSettings:
         return cls(
             save_folder=layout.resolve_folder(config.save_folder, run_name), save_filename=config.save_filename,
             num_to_keep=config.save_num_checkpoints_to_keep, overwrite=config.save_overwrite,
-            weights_only=config.save_weights_only, run_name=run_name,
+            weights_only=config.save_weights_only, run_name=run_name, consolidated=_wants_consolidated(config),
         )  # fmt: skip
+
+
+def _wants_consolidated(config: TrainConfig) -> bool:
+    """fsdp_config.state_dict_type: 'sharded' (DCP only) or 'full' (DCP plus model.safetensors)."""
+    kind = config.fsdp_config.state_dict_type if config.fsdp_config else 'sharded'
+    if kind not in STATE_DICT_TYPES:
+        raise ConfigError(f'fsdp_config.state_dict_type={kind!r} is invalid; allowed: {", ".join(STATE_DICT_TYPES)} '
+                          "('full' also writes model.safetensors into each checkpoint folder).")
+    return kind == 'full'
 
 
 @dataclass
@@ -115,6 +132,8 @@ def save(settings: SaveSettings, parts: CheckpointParts, *, rank: int, world_siz
     _agreed(lambda: _clear_target(path, settings.overwrite), rank, world_size)
     state = _state_to_save(parts, settings.weights_only, rank)
     storage.dcp_save(state, path)
+    if settings.consolidated:
+        _write_consolidated(parts.model, path, rank, world_size)
     if world_size > 1:
         dist.barrier()
     _agreed(lambda: _finish(settings, name, parts.timestamp, world_size), rank, world_size)
@@ -169,6 +188,18 @@ def load(
     if f'rng/rank{rank}' in state:
         restored.rng = _unpack(state[f'rng/rank{rank}'])
     return restored
+
+
+def read_config_text(path: str) -> str | None:
+    """The resolved training config stored in our checkpoint folder (None when it was saved without one).
+
+    Read alone, without the model: tools such as `llmfoundry convert` need the config to build the model first.
+    """
+    if 'config' not in layout.read_metadata(path).state_dict_metadata:
+        return None
+    state: dict[str, Any] = {'config': b''}
+    storage.dcp_load(state, path, DefaultLoadPlanner(allow_partial_load=True), alone=True)
+    return _unpack(state['config'])
 
 
 def find_latest(save_folder: str, *, rank: int = 0, world_size: int = 1) -> str | None:
@@ -230,6 +261,18 @@ def _state_to_save(parts: CheckpointParts, weights_only: bool, rank: int) -> dic
         if parts.config_text is not None:
             state['config'] = _pack(parts.config_text)
     return state
+
+
+def _write_consolidated(model: nn.Module, path: str, rank: int, world_size: int) -> None:
+    """Every rank takes part in gathering the full weights (to CPU, kept on rank 0 only); rank 0 writes them."""
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def write() -> None:
+        # safetensors refuses tensors that share memory, so each is stored on its own.
+        tensors = {name: t.detach().contiguous().clone() for name, t in full.items()}
+        storage.write_bytes(storage.join(path, CONSOLIDATED_FILE), safetensors_save(tensors, {'format': 'pt'}))
+
+    _agreed(write, rank, world_size)
 
 
 def _finish(settings: SaveSettings, name: str, timestamp: Timestamp, world_size: int) -> None:

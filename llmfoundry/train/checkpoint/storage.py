@@ -31,7 +31,7 @@ from .errors import CheckpointError
 
 __all__ = [
     'dcp_load', 'dcp_reader', 'dcp_save', 'dcp_writer', 'exists', 'file_sizes', 'filesystem', 'is_remote', 'join',
-    'list_folders', 'read_text', 'remove', 'write_text',
+    'list_folders', 'read_text', 'remove', 'write_bytes', 'write_text',
 ]  # fmt: skip
 
 
@@ -53,6 +53,19 @@ def list_folders(url: str) -> list[str]:
 def file_sizes(url: str) -> dict[str, int]:
     """{file name: size in bytes} for the files directly under `url`."""
     return {os.path.basename(e['name']): int(e['size']) for e in _entries(url) if e['type'] == 'file'}
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Write a whole file (a single PUT on S3; locally via a temp name and rename, so it never appears half-written)."""
+    fs, path = filesystem(url)
+    if is_remote(url):
+        fs.pipe_file(path, data)
+        fs.invalidate_cache()
+        return
+    tmp = f'{path}.partial'
+    with open(tmp, 'wb') as file:
+        file.write(data)
+    os.replace(tmp, path)
 
 
 def _fsspec_kwargs(url: str) -> dict:
