@@ -10,13 +10,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='llmfoundry convert', description=__doc__)
     sub = parser.add_subparsers(dest='direction', required=True)
     to_hf = sub.add_parser('to-hf', help='export as native MPT, native Llama, or remote code (chosen from the config)')
-    to_hf.add_argument('src', help='a folder saved with save_pretrained (or any folder from-hf reads)')
+    to_hf.add_argument('src', help='a folder saved with save_pretrained (or any folder from-hf reads), or a training '
+                       'checkpoint: our checkpoint folder, a Composer DCP folder or a Composer .pt')
     to_hf.add_argument('out', help='the new Hugging Face folder (must not exist or be empty)')
     to_hf.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None,
                        help="weights' dtype (default: as stored in SRC)")
     to_hf.add_argument('--max-seq-len', type=int, default=None,
                        help='raise max_seq_len in the exported config (native MPT builds ALiBi only this long)')
     to_hf.add_argument('--tokenizer', default=None, help="folder whose tokenizer files to include (default: SRC's)")
+    to_hf.add_argument('--config', default=None,
+                       help="training YAML whose model section rebuilds a checkpoint's model (needed for Composer's)")
     to_hf.add_argument('--remote-code', action='store_true', help='write remote code even where a native class fits')
     from_hf = sub.add_parser('from-hf', help='import a native MPT, mosaicml MPT, our remote-code or Llama folder')
     from_hf.add_argument('src', help='the Hugging Face folder')
@@ -30,18 +33,22 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help or a usage error: report its status instead of exiting the caller
         return int(exc.code or 0)
     # Heavy imports only once the arguments are valid, so --help stays fast.
+    from llmfoundry.train.checkpoint import CheckpointError
+
+    from .from_checkpoint import is_training_checkpoint, model_from_checkpoint
     from .from_hf import convert_from_hf
     from .to_hf import export_to_hf
 
     try:
         if args.direction == 'to-hf':
-            fmt = export_to_hf(args.src, args.out, dtype=args.dtype, max_seq_len=args.max_seq_len,
+            src = model_from_checkpoint(args.src, args.config) if is_training_checkpoint(args.src) else args.src
+            fmt = export_to_hf(src, args.out, dtype=args.dtype, max_seq_len=args.max_seq_len,
                                tokenizer=args.tokenizer, remote_code=args.remote_code)
             print(f'wrote {args.out} ({fmt})')
         else:
             kind = convert_from_hf(args.src, args.out)
             print(f'wrote {args.out} (imported from a {kind} folder)')
-    except (FileExistsError, FileNotFoundError, ValueError, KeyError) as exc:
+    except (FileExistsError, FileNotFoundError, ValueError, KeyError, CheckpointError) as exc:
         print(f'llmfoundry convert: error: {exc}', file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,62 @@
+"""Rebuild a model from a training checkpoint so `llmfoundry convert to-hf` can export it.
+
+A training checkpoint holds weights but not a model class: the model is rebuilt from the `model` section of
+a training config, then the weights are loaded into it in this one process (DCP reshards whatever number of
+ranks wrote them). Our checkpoints store their resolved config; Composer's keep theirs in a layout of their
+own, so for those the training YAML must be given (`--config`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from llmfoundry.models.mpt import MPTForCausalLM
+from llmfoundry.models.registry import build_model
+from llmfoundry.train import checkpoint
+from llmfoundry.train.checkpoint import composer, layout, storage
+
+
+def is_training_checkpoint(src: str | Path) -> bool:
+    """A DCP checkpoint folder (ours or Composer's) or a Composer `.pt`, as opposed to a Hugging Face folder."""
+    src = str(src)
+    return src.endswith('.pt') or storage.exists(storage.join(src, layout.METADATA))
+
+
+def model_from_checkpoint(src: str | Path, config_yaml: str | Path | None = None) -> MPTForCausalLM:
+    """The model saved in checkpoint `src`, on CPU, built from `config_yaml` or else from the stored config."""
+    src = str(src)
+    is_composer = composer.is_composer_checkpoint(src)
+    if config_yaml is not None:
+        config_text = Path(config_yaml).read_text(encoding='utf-8')
+    elif is_composer:
+        raise ValueError(f'{src} is a Composer checkpoint, which does not hold its training config in a form '
+                         'llmfoundry reads; pass the training YAML with --config so the model can be rebuilt.')
+    else:
+        config_text = checkpoint.read_config_text(src)
+        if config_text is None:
+            raise ValueError(f'{src} was saved without its training config; pass the training YAML with --config.')
+    model = _empty_model(_model_section(config_text, config_yaml or src))
+    checkpoint.load(src, model, weights_only=True)  # every parameter is overwritten (strict)
+    return model.eval()
+
+
+def _model_section(config_text: str, origin: str | Path) -> dict[str, Any]:
+    resolved = OmegaConf.to_container(OmegaConf.create(config_text), resolve=True)
+    if not isinstance(resolved, dict) or not isinstance(resolved.get('model'), dict):
+        raise ValueError(f'the training config of {origin} has no model section.')
+    return resolved['model']
+
+
+def _empty_model(section: dict[str, Any]) -> MPTForCausalLM:
+    """The model of `section` with uninitialised CPU weights: built on meta (no init cost), then allocated."""
+    if section.get('name') != 'mpt_causal_lm':
+        raise ValueError(f"model.name={section.get('name')!r}: only mpt_causal_lm checkpoints can be exported; "
+                         'an hf_causal_lm model is exported by save_pretrained from the training code.')
+    model = build_model({**section, 'init_device': 'meta'})
+    model.to_empty(device=torch.device('cpu'))
+    model.config.init_device = 'cpu'  # the exported config must not ask loaders for a meta model
+    return model
