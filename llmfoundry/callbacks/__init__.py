@@ -1,6 +1,7 @@
 """Training callbacks; importing this package registers them under their YAML names (llm-foundry's)."""
 
 from .generate import Generate
+from .hf_checkpointer import HuggingFaceCheckpointer
 from .loss_spike import LossSpike
 from .lr_monitor import LRMonitor
 from .memory_monitor import MemoryMonitor
@@ -9,5 +10,5 @@ from .optimizer_monitor import OptimizerMonitor
 from .runtime_estimator import RuntimeEstimator
 from .speed_monitor import SpeedMonitor
 
-__all__ = ['Generate', 'LRMonitor', 'LossSpike', 'MemoryMonitor', 'NaNMonitor', 'OptimizerMonitor',
-           'RuntimeEstimator', 'SpeedMonitor']
+__all__ = ['Generate', 'HuggingFaceCheckpointer', 'LRMonitor', 'LossSpike', 'MemoryMonitor', 'NaNMonitor',
+           'OptimizerMonitor', 'RuntimeEstimator', 'SpeedMonitor']
