@@ -19,6 +19,7 @@ install_requires = [
     's3fs>=2025.3',
     'boto3>=1.34',
     'tqdm>=4.66',
+    'matplotlib>=3.8',  # the quickstart's loss curve
 ]
 
 extras = {
