@@ -184,7 +184,7 @@ def train_overrides(plan: Plan, layout: Layout, device: str) -> list[str]:
         f'save_folder={layout.run}', f'save_interval={max(1, steps // 2)}ba',
         f'scheduler.t_warmup={max(1, steps // 10)}ba',
         f'global_train_batch_size={plan.batch_size}', f'device_train_microbatch_size={plan.microbatch_size}',
-        f'console_log_interval={max(1, steps // 20)}ba', 'progress_bar=true',
+        f'console_log_interval={max(1, steps // 50)}ba', 'progress_bar=true',
         'train_loader.dataset.num_canonical_nodes=1', 'eval_loader.dataset.num_canonical_nodes=1',
         f"precision={'amp_bf16' if device == 'cuda' else 'fp32'}", *plan.model_overrides,
     ]
