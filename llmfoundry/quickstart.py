@@ -165,11 +165,12 @@ def convert_to_mds(plan: Plan, layout: Layout) -> None:
 
 # ----- 4. pretraining ----------------------------------------------------------------------------------------
 def hardware() -> tuple[str, int]:
-    """('cuda', GPUs) when there is a GPU, else ('cpu', 2) on 2+ cores: gloo ranks use the cores in parallel."""
+    """(device, ranks): one GPU when there is one (this model is far too small to gain from more), else
+    2 CPU ranks on 2+ cores, because gloo ranks train on the cores in parallel."""
     import torch
 
     if torch.cuda.is_available():
-        return 'cuda', torch.cuda.device_count()
+        return 'cuda', 1
     return 'cpu', 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
