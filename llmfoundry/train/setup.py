@@ -185,8 +185,10 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
         config=config, model=model, optimizer=optimizer, dist=info, max_duration=max_duration, run_name=run_name,
         run_folder=run_folder, device_train_batch_size=device_batch, microbatch_size=micro, tokenizer=tokenizer,
     )
-    resume(config, state, train_loader)
+    resumed_from = resume(config, state, train_loader)
     saver = CheckpointSaver(config, run_name, config_yaml) if config.save_folder else None
+    if saver and resumed_from and config.autoresume:
+        saver.last_saved = state.timestamp  # a restart after the end must not re-save the final checkpoint
     return Trainer(config, state, train_loader, eval_loaders, build_callbacks(config.callbacks), logger, saver)
 
 
