@@ -9,7 +9,6 @@ restored timestamp.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from llmfoundry.config.schema import TrainConfig
@@ -21,10 +20,6 @@ from .checkpoint.layout import resolve_folder
 from .events import TrainState
 
 log = logging.getLogger(__name__)
-
-# Test hook (TESTING.md): the process exits abruptly after this batch (and its checkpoint, if one was due).
-CRASH_ENV = 'LLMFOUNDRY_CRASH_AFTER_BATCH'
-
 
 class CheckpointSaver:
     """Saves at every save_interval crossing and once at the end of training (never twice for one timestamp)."""
@@ -49,12 +44,6 @@ class CheckpointSaver:
         path = checkpoint.save(self.settings, parts, rank=state.dist.rank, world_size=state.dist.world_size)
         self.last_saved = state.timestamp
         log.info('Saved checkpoint %s', path)
-
-
-def crash_if_asked(batch: int) -> None:
-    if os.environ.get(CRASH_ENV) == str(batch):
-        log.warning('%s=%d: exiting abruptly (test hook)', CRASH_ENV, batch)
-        os._exit(17)
 
 
 def resume(config: TrainConfig, state: TrainState, loader: Any) -> str | None:

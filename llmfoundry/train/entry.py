@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from llmfoundry.config.loading import load_train_config
@@ -11,6 +12,7 @@ from llmfoundry.config.validation import ConfigError
 
 from .distributed import init_distributed, shutdown
 from .setup import build_trainer
+from .trainer import CollectiveTimeout
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -36,9 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         trainer.fit()
     except ConfigError as error:
         print(f'Config error (rank {info.rank}): {error}', file=sys.stderr)
-        return 2
-    finally:
         shutdown()
+        return 2
+    except CollectiveTimeout as error:
+        print(f'Hung collective: {error}', file=sys.stderr, flush=True)
+        os._exit(3)  # tearing the process group down would wait on the stuck rank as well
+    shutdown()
     return 0
 
 

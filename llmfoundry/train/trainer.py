@@ -29,9 +29,10 @@ from llmfoundry.config.validation import ConfigError
 from llmfoundry.optim.schedulers import apply_lr, build_scheduler
 
 from .batching import IGNORE_INDEX, count_targets, split_microbatches
-from .checkpointing import CheckpointSaver, crash_if_asked
+from .checkpointing import CheckpointSaver
 from .distributed import DistInfo, all_reduce_sum
 from .events import Callback, MetricLogger, TrainState
+from .fault_injection import inject_faults
 from .metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
 from .preemption import StopSignals
 
@@ -44,6 +45,10 @@ def token_losses_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
                            reduction='sum')
+
+
+class CollectiveTimeout(RuntimeError):
+    """A collective did not complete within dist_timeout: some rank is stuck or gone."""
 
 
 class Trainer:
@@ -66,6 +71,7 @@ class Trainer:
         self.logger = logger
         self.saver = saver
         self.signals = StopSignals()
+        self.phase = 'setup'  # what the loop is doing, for timeout reports
         self.scheduler = build_scheduler(config.scheduler)
         self.eval_interval = Time.parse(config.eval_interval, 'eval_interval')
         self.console_interval = Time.parse(config.console_log_interval, 'console_log_interval')
@@ -95,6 +101,7 @@ class Trainer:
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> None:
         state, device = self.state, self.dist.device
+        self.phase = f'training batch {state.timestamp.batch + 1}'
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         counts = torch.tensor([count_targets(batch['labels']), int(batch['attention_mask'].sum()),
                                batch['input_ids'].shape[0]], dtype=torch.float64, device=device)
@@ -152,6 +159,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         model = self.state.model
+        self.phase = f'evaluation after batch {self.state.timestamp.batch}'
         was_training = model.training
         model.eval()
         results: dict[str, float] = {}
@@ -205,6 +213,18 @@ class Trainer:
         self.logger.log(metrics, state.timestamp)
 
     def fit(self) -> TrainState:
+        """Train to max_duration (or a stop request); a collective that times out is reported with its phase."""
+        try:
+            return self._fit()
+        except (torch.distributed.DistError, RuntimeError) as error:
+            if 'timed out' not in str(error).lower() and 'timeout' not in str(error).lower():
+                raise
+            raise CollectiveTimeout(
+                f'rank {self.dist.rank}: a collective did not complete within dist_timeout='
+                f'{self.config.dist_timeout:g} s during {self.phase}; another rank is stuck or died (see its log).'
+            ) from error
+
+    def _fit(self) -> TrainState:
         state = self.state
         state.model.train()
         self._event('fit_start')
@@ -251,7 +271,7 @@ class Trainer:
             self._log_train()
         self._event('batch_end')
         self._evaluate_and_save(previous)
-        crash_if_asked(state.timestamp.batch)
+        inject_faults(self.dist.rank, state.timestamp.batch)
 
     def _evaluate_and_save(self, previous: Timestamp) -> None:
         """Evaluate and checkpoint when moving from `previous` to now crossed their intervals."""
@@ -259,6 +279,7 @@ class Trainer:
         if self.eval_loaders and crossed(previous, state.timestamp, self.eval_interval, state.max_duration):
             self.evaluate()
         if self.saver:
+            self.phase = f'checkpoint after batch {state.timestamp.batch}'
             self.saver.after_step(previous, state, self.train_loader)
 
 

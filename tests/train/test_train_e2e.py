@@ -222,3 +222,15 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resumes(mds_dir, tokeniz
         launcher = start(f'{second_stop + 2}ba')
         assert launcher.wait(timeout=180) == 0, launcher.stderr.read()[-3000:]
         assert latest() == second_stop + 2 and sorted(last_per_batch(folder)) == list(range(1, second_stop + 3))
+
+
+@pytest.mark.slow
+def test_a_stuck_rank_is_reported_instead_of_hanging(mds_dir, tokenizer_dir, tmp_path):
+    command = [sys.executable, '-m', 'llmfoundry.cli', 'train', str(TINY_YAML), '--nproc', '2', '--grace', '5',
+               *overrides(mds_dir, tokenizer_dir, tmp_path / 'stuck', *MPT_SIZE, 'dist_timeout=10',
+                          'callbacks=null')]
+    env = {**os.environ, 'LLMFOUNDRY_STALL_AFTER_BATCH': '1:2'}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode != 0
+    assert ('Hung collective: rank 0: a collective did not complete within dist_timeout=10 s during training '
+            'batch 3; another rank is stuck or died') in result.stderr, result.stderr[-3000:]

@@ -1,0 +1,26 @@
+"""Faults on demand, for tests of recovery (TESTING.md: injected, not timed):
+
+- LLMFOUNDRY_CRASH_AFTER_BATCH=k: every rank exits abruptly (os._exit) after batch k and its checkpoint;
+- LLMFOUNDRY_STALL_AFTER_BATCH=r:k: rank r stops responding after batch k (a hung rank, e.g. a dead GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+log = logging.getLogger(__name__)
+
+CRASH_ENV = 'LLMFOUNDRY_CRASH_AFTER_BATCH'
+STALL_ENV = 'LLMFOUNDRY_STALL_AFTER_BATCH'
+
+
+def inject_faults(rank: int, batch: int) -> None:
+    if os.environ.get(CRASH_ENV) == str(batch):
+        log.warning('%s=%d: exiting abruptly (test hook)', CRASH_ENV, batch)
+        os._exit(17)
+    if os.environ.get(STALL_ENV) == f'{rank}:{batch}':
+        log.warning('%s=%d:%d: this rank stops responding (test hook)', STALL_ENV, rank, batch)
+        while True:
+            time.sleep(3600)
