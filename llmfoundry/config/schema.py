@@ -113,7 +113,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in ('max_duration', 'eval_interval', 'console_log_interval', 'save_interval'):
             Time.parse(getattr(self, key), path=key)
-        for key in ('icl_tasks', 'icl_tasks_str', 'eval_gauntlet', 'eval_gauntlet_str', 'tp_config', 'profiler'):
+        for key in ('icl_tasks', 'icl_tasks_str', 'eval_gauntlet', 'eval_gauntlet_str', 'tp_config', 'profiler',
+                    'save_ignore_keys', 'load_ignore_keys'):
             if getattr(self, key) is not None:
                 raise ConfigError(f'{key} is not supported yet: remove it (or set it to null) for now.')
         if not self.accumulate_train_batch_on_tokens:
@@ -128,6 +129,9 @@ class TrainConfig:
         micro = self.device_train_microbatch_size
         if isinstance(micro, str) and micro != 'auto' or isinstance(micro, int) and micro <= 0:
             raise ConfigError(f"device_train_microbatch_size={micro!r} is invalid; use a positive integer or 'auto'.")
+        if self.save_latest_filename not in (None, 'latest-rank{rank}.pt', 'latest'):
+            raise ConfigError(f'save_latest_filename={self.save_latest_filename!r}: the pointer to the newest '
+                              "checkpoint is always 'latest' (one sharded folder serves every rank); remove the key.")
         if self.autoresume and not self.run_name:
             raise ConfigError('autoresume: true needs a run_name, so a restarted job finds its own checkpoints.')
 

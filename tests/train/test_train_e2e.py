@@ -130,7 +130,7 @@ def test_killed_run_resumes_exactly_on_the_same_and_on_fewer_ranks(mds_dir, toke
     def command(folder: Path, nproc: int, *extra: str) -> list[str]:
         launch = ['--nproc', str(nproc)] if nproc > 1 else []
         return [sys.executable, '-m', 'llmfoundry.cli', 'train', str(TINY_YAML), *launch,
-                *overrides(mds_dir, tokenizer_dir, folder, *MPT_SIZE, 'max_duration=6ba', 'save_interval=3ba',
+                *overrides(mds_dir, tokenizer_dir, folder, *MPT_SIZE, 'max_duration=20ba', 'save_interval=10ba',
                            'eval_interval=100ba', 'autoresume=true', 'run_name=resume-test', *extra)]
 
     def run(folder: Path, nproc: int, crash_after: int | None = None, *extra: str) -> int:
@@ -145,27 +145,27 @@ def test_killed_run_resumes_exactly_on_the_same_and_on_fewer_ranks(mds_dir, toke
     straight = tmp_path / 'straight'
     run(straight, 1)
     expected = last_per_batch(straight)
-    assert sorted(expected) == [1, 2, 3, 4, 5, 6]
-    assert (straight / 'latest').read_text().strip() == 'ep0-ba6'
+    assert sorted(expected) == list(range(1, 21))
+    assert (straight / 'latest').read_text().strip() == 'ep0-ba20'
 
-    # Killed after batch 4 (the batch-3 checkpoint is the newest), then the same command again.
+    # Killed after batch 12 (the batch-10 checkpoint is the newest), then the same command again.
     resumed = tmp_path / 'resumed'
-    assert run(resumed, 1, crash_after=4) != 0
-    assert (resumed / 'latest').read_text().strip() == 'ep0-ba3'
+    assert run(resumed, 1, crash_after=12) != 0
+    assert (resumed / 'latest').read_text().strip() == 'ep0-ba10'
     run(resumed, 1)
     again = last_per_batch(resumed)
-    for batch in (4, 5, 6):  # bit for bit, and the same samples and tokens
+    for batch in range(11, 21):  # bit for bit, and the same samples and tokens
         assert again[batch]['loss/train/total'] == expected[batch]['loss/train/total'], batch
         assert (again[batch]['samples'], again[batch]['tokens']) == (expected[batch]['samples'],
                                                                      expected[batch]['tokens'])
 
     # Two FSDP2 (FULL_SHARD) ranks killed after batch 4, resumed on one rank: the sharded checkpoint reshards.
     resharded, fsdp = tmp_path / 'resharded', 'fsdp_config.sharding_strategy=FULL_SHARD'
-    assert run(resharded, 2, 4, fsdp) != 0
-    assert sorted(p.name for p in (resharded / 'ep0-ba3').glob('*.distcp')) == ['__0_0.distcp', '__1_0.distcp']
+    assert run(resharded, 2, 12, fsdp) != 0
+    assert sorted(p.name for p in (resharded / 'ep0-ba10').glob('*.distcp')) == ['__0_0.distcp', '__1_0.distcp']
     run(resharded, 1, None, fsdp)
     again = last_per_batch(resharded)
-    for batch in range(1, 7):  # batches 1-3 from the sharded run, 4-6 after the resume
+    for batch in range(1, 21):  # batches 1-10 from the sharded run, 11-20 after the resume
         assert again[batch]['loss/train/total'] == pytest.approx(expected[batch]['loss/train/total'], rel=1e-5)
         assert again[batch]['tokens'] == expected[batch]['tokens']
 
