@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sysconfig
 from pathlib import Path
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -31,25 +30,13 @@ MAX_FILE_BYTES = 40_000
 VOCAB_SIZE = 800
 
 
-def stdlib_files(total_bytes: int, max_file_bytes: int) -> list[Path]:
-    """Top-level stdlib modules in name order, smaller than max_file_bytes, up to total_bytes."""
-    root = Path(sysconfig.get_paths()['stdlib'])
-    chosen, size = [], 0
-    for path in sorted(root.glob('*.py')):
-        n = path.stat().st_size
-        if 200 < n <= max_file_bytes:
-            chosen.append(path)
-            size += n
-            if size >= total_bytes:
-                break
-    return chosen
-
-
 @pytest.fixture(scope='session')
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of .txt files, one stdlib module each (code with English docstrings and comments)."""
     out = tmp_path_factory.mktemp('corpus')
-    for path in stdlib_files(CORPUS_BYTES, MAX_FILE_BYTES):
+    from llmfoundry.quickstart import stdlib_sources
+
+    for path in stdlib_sources(CORPUS_BYTES, MAX_FILE_BYTES):
         (out / f'{path.stem}.txt').write_text(path.read_text(encoding='utf-8'), encoding='utf-8')
     return out
 
