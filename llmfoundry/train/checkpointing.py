@@ -53,9 +53,7 @@ def resume(config: TrainConfig, state: TrainState, loader: Any) -> str | None:
     if config.autoresume and config.save_folder:
         path = checkpoint.find_latest(resolve_folder(config.save_folder, state.run_name), rank=rank, world_size=world)
     if path is None and config.load_path:
-        if '{rank}' in config.load_path:
-            raise ConfigError("load_path: '{rank}' is not needed: one sharded checkpoint folder serves every rank.")
-        path, full = config.load_path.format(run_name=state.run_name), not config.load_weights_only
+        path, full = load_path_for(config.load_path, state), not config.load_weights_only
     if path is None:
         return None
     restored = checkpoint.load(path, state.model, state.optimizer, weights_only=not full,
@@ -68,4 +66,21 @@ def resume(config: TrainConfig, state: TrainState, loader: Any) -> str | None:
         log.info('Resumed from %s at batch %d', path, state.timestamp.batch)
     else:
         log.info('Loaded weights from %s', path)
+    return path
+
+
+def load_path_for(load_path: str, state: TrainState) -> str:
+    """load_path with {run_name} filled in. llm-foundry YAMLs point at Composer's per-rank pointer file
+    (`.../latest-rank{rank}.pt`); here one sharded folder serves every rank, so such a path means the newest
+    complete checkpoint in that folder."""
+    path = load_path.replace('{run_name}', state.run_name)
+    folder, _, name = path.rstrip('/').rpartition('/')
+    if name in ('latest-rank{rank}.pt', 'latest'):
+        found = checkpoint.find_latest(folder or '.', rank=state.dist.rank, world_size=state.dist.world_size)
+        if found is None:
+            raise ConfigError(f'load_path={load_path!r}: no complete checkpoint in {folder or "."}.')
+        return found
+    if '{rank}' in path:
+        raise ConfigError(f"load_path={load_path!r}: '{{rank}}' is only understood in Composer's "
+                          "'latest-rank{rank}.pt'; a checkpoint folder serves every rank.")
     return path

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llmfoundry.config.schema import TrainConfig
-from llmfoundry.config.time import Time
+from llmfoundry.config.time import Time, Timestamp
 from llmfoundry.config.validation import from_dict
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 from llmfoundry.optim.optimizers import build_optimizer
@@ -211,3 +211,24 @@ def test_auto_microbatch_halves_on_out_of_memory(caplog):
     assert 'out of memory, trying 2' in caplog.text
     with pytest.raises(torch.cuda.OutOfMemoryError):
         largest_fitting_microbatch(lambda size: fits_up_to_three(size * 8), 4)
+
+
+def test_llm_foundry_style_load_paths_resolve_to_the_newest_checkpoint(tmp_path):
+    from llmfoundry.config.validation import ConfigError
+    from llmfoundry.train import checkpoint
+    from llmfoundry.train.checkpointing import load_path_for
+
+    state = make_trainer(tmp_path, batches(1), 4).state
+    state.run_name = 'run7'
+    folder = tmp_path / 'run7' / 'checkpoints'
+    for batch in (2, 4):
+        state.timestamp = Timestamp(batch=batch)
+        checkpoint.save(checkpoint.SaveSettings(str(folder)), checkpoint.CheckpointParts(
+            state.model, state.optimizer, state.timestamp, {}, ''), rank=0, world_size=1)
+    composer_style = f'{tmp_path}/{{run_name}}/checkpoints/latest-rank{{rank}}.pt'
+    assert load_path_for(composer_style, state) == str(folder / 'ep0-ba4')
+    assert load_path_for(f'{tmp_path}/{{run_name}}/checkpoints/ep0-ba2', state) == str(folder / 'ep0-ba2')
+    with pytest.raises(ConfigError, match="'\\{rank\\}' is only understood in Composer's"):
+        load_path_for(f'{tmp_path}/ckpt-rank{{rank}}', state)
+    with pytest.raises(ConfigError, match='no complete checkpoint in'):
+        load_path_for(f'{tmp_path}/empty/latest-rank{{rank}}.pt', state)
