@@ -204,24 +204,15 @@ def pretrain(plan: Plan, layout: Layout, device: str, nproc: int) -> None:
 
 # ----- 5. export ---------------------------------------------------------------------------------------------
 def export_final_checkpoint(layout: Layout) -> str:
-    """Rebuild the model from the run's resolved config.yaml, load the newest checkpoint, write a HF folder.
-
-    Training checkpoints are sharded DCP folders; `export_to_hf` takes a model, so the model is rebuilt
-    exactly as the trainer built it and the weights (only) are loaded into it.
-    """
-    import yaml
-
+    """The newest checkpoint of the run -> a Hugging Face folder (what `llmfoundry convert to-hf` does)."""
     from llmfoundry.export import export_to_hf
-    from llmfoundry.models.registry import build_model
-    from llmfoundry.train.checkpoint import find_latest, load
+    from llmfoundry.export.from_checkpoint import model_from_checkpoint
+    from llmfoundry.train.checkpoint import find_latest
 
-    config = yaml.safe_load((layout.run / 'config.yaml').read_text(encoding='utf-8'))
     checkpoint = find_latest(str(layout.run))
     if checkpoint is None:
         raise SystemExit(f'quickstart: no complete checkpoint in {layout.run}.')
-    model = build_model(config['model'])
-    load(checkpoint, model, weights_only=True)
-    fmt = export_to_hf(model.eval(), layout.hf, tokenizer=layout.tokenizer)
+    fmt = export_to_hf(model_from_checkpoint(checkpoint), layout.hf, tokenizer=layout.tokenizer)
     print(f'checkpoint {checkpoint} -> {layout.hf} (format: {fmt})')
     return checkpoint
 
