@@ -112,3 +112,13 @@ def assert_same_greedy(ours: MPTForCausalLM, theirs: torch.nn.Module, prompt: to
     assert tokens.shape == (prompt.shape[0], 32)
     assert min_top2_margin(ours, prompt, tokens) > 1e-3
     assert torch.equal(tokens, greedy(theirs, prompt))
+
+
+def assert_native_export_exact(ours: MPTForCausalLM, folder: Path, fmt: str, expected_class: str) -> None:
+    """`ours` takes the `fmt` export path, and transformers' native class gives the same logits."""
+    from llmfoundry.export import choose_format, export_to_hf
+
+    assert choose_format(ours.config) == fmt
+    export_to_hf(ours, folder)
+    ids = input_ids()
+    assert max_diff(logits(ours, ids), logits(load_hf(folder, expected_class), ids)) <= TOL

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from export_helpers import LLAMA_BASE, TOL, assert_same_greedy, input_ids, load_hf, logits, max_diff, tiny_model
+from export_helpers import (
+    LLAMA_BASE,
+    TOL,
+    assert_native_export_exact,
+    assert_same_greedy,
+    input_ids,
+    load_hf,
+    logits,
+    max_diff,
+    tiny_model,
+)
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from llmfoundry.export import choose_format, export_to_hf, import_from_hf
+from llmfoundry.export import export_to_hf, import_from_hf
 
 ROPE_SCALINGS = {
     'linear': {'type': 'linear', 'factor': 2.0},
@@ -39,11 +49,7 @@ def test_export_matches_llama(tmp_path, n_heads, kv_n_heads):
     {'norm_type': 'low_precision_rmsnorm', 'norm_eps': 1e-3},
 ], ids=['biases', 'gelu_tanh', 'head_dim', 'tied', 'unfused_dail_theta', 'lp_rmsnorm_eps'])
 def test_llama_fields_it_honours(tmp_path, overrides):
-    ours = tiny_model(LLAMA_BASE, **overrides)
-    assert choose_format(ours.config) == 'llama'
-    export_to_hf(ours, tmp_path / 'hf')
-    ids = input_ids()
-    assert max_diff(logits(ours, ids), logits(load_hf(tmp_path / 'hf', 'LlamaForCausalLM'), ids)) <= TOL
+    assert_native_export_exact(tiny_model(LLAMA_BASE, **overrides), tmp_path / 'hf', 'llama', 'LlamaForCausalLM')
 
 
 @pytest.mark.parametrize('scaling', sorted(ROPE_SCALINGS))

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from export_helpers import MPT_BASE, TOL, assert_same_greedy, input_ids, load_hf, logits, max_diff, tiny_model
+from export_helpers import (
+    MPT_BASE,
+    TOL,
+    assert_native_export_exact,
+    assert_same_greedy,
+    input_ids,
+    load_hf,
+    logits,
+    max_diff,
+    tiny_model,
+)
 from transformers import MptConfig, MptForCausalLM
 
-from llmfoundry.export import choose_format, export_to_hf, import_from_hf
+from llmfoundry.export import export_to_hf, import_from_hf
 
 
 @pytest.mark.parametrize('n_heads', [3, 6, 12])
@@ -33,11 +43,7 @@ def test_export_matches_native_mpt(tmp_path, n_heads):
     {'attn_config': {'attn_type': 'grouped_query_attention', 'kv_n_heads': 6}},  # GQA with kv == heads is MHA
 ], ids=['clip_qkv', 'softmax_scale', 'unfused_qkv', 'layernorm_eps', 'gqa_full'])
 def test_native_mpt_fields_it_honours(tmp_path, overrides):
-    ours = tiny_model(MPT_BASE, **overrides)
-    assert choose_format(ours.config) == 'mpt'
-    export_to_hf(ours, tmp_path / 'hf')
-    ids = input_ids()
-    assert max_diff(logits(ours, ids), logits(load_hf(tmp_path / 'hf', 'MptForCausalLM'), ids)) <= TOL
+    assert_native_export_exact(tiny_model(MPT_BASE, **overrides), tmp_path / 'hf', 'mpt', 'MptForCausalLM')
 
 
 @pytest.mark.parametrize('n_heads', [3, 12])
