@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -11,34 +14,76 @@ from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 from llmfoundry.models.mpt import attention as attention_module
 
 VOCAB = 80
-SEQUENCE_ID = torch.tensor([[0] * 10 + [1] * 20 + [2] * 10, [0] * 40])
 CASES = {
     'alibi-mha': {'alibi': True},
     'rope-gqa': {'rope': True, 'attn_type': 'grouped_query_attention', 'kv_n_heads': 2},
     'alibi-window-softcap-packed': {'alibi': True, 'sliding_window_size': 5, 'attn_logit_softcapping': 3.0,
                                     'attn_uses_sequence_id': True},
 }
+# FlexAttention works in blocks of 128 tokens: shorter than one block, one block, and a partial second block.
+LENGTHS = [40, 128, 150]
 
 
-def build(attn_impl: str, device: str = 'cpu', **attn) -> MPTForCausalLM:
+def build(attn_impl: str, device: str = 'cpu', max_seq_len: int = 64, **attn) -> MPTForCausalLM:
     torch.manual_seed(0)
-    config = MPTConfig(d_model=64, n_heads=4, n_layers=2, vocab_size=VOCAB, max_seq_len=64, no_bias=True,
+    config = MPTConfig(d_model=64, n_heads=4, n_layers=2, vocab_size=VOCAB, max_seq_len=max_seq_len, no_bias=True,
                        attn_config={'attn_impl': attn_impl, **attn})
     return MPTForCausalLM(config).to(device).eval()
 
 
-@pytest.mark.slow  # compiles FlexAttention once per case (a few seconds each on 2 cores)
+def packed_sequence_id(batch: int, length: int) -> torch.Tensor:
+    """Row 0 holds three documents (the last one runs to the end), other rows one."""
+    first = torch.tensor([0] * 10 + [1] * 20 + [2] * (length - 30))
+    return torch.stack([first] + [torch.zeros(length, dtype=torch.long)] * (batch - 1))
+
+
+def left_padding(batch: int, length: int) -> torch.Tensor:
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[0, :7] = 0
+    return mask
+
+
+@pytest.mark.parametrize('batch', [1, 2])
+@pytest.mark.parametrize('length', LENGTHS)
 @pytest.mark.parametrize('case', CASES)
-def test_flex_matches_torch_on_cpu_with_packing_and_padding(case):
-    ids = torch.randint(0, VOCAB, (2, 40))
-    padding = torch.ones(2, 40, dtype=torch.long)
-    padding[0, :7] = 0
+def test_flex_matches_torch_on_cpu_with_and_without_packing_and_padding(case, length, batch):
+    generator = torch.Generator().manual_seed(length + batch)
+    ids = torch.randint(0, VOCAB, (batch, length), generator=generator)
+    padding = left_padding(batch, length)
     torch_model, flex_model = build('torch', **CASES[case]), build('flex', **CASES[case])
     with torch.no_grad():
-        for kwargs in ({'sequence_id': SEQUENCE_ID}, {'attention_mask': padding}):
+        for kwargs in ({}, {'sequence_id': packed_sequence_id(batch, length)}, {'attention_mask': padding}):
             expected, actual = torch_model(ids, **kwargs).logits, flex_model(ids, **kwargs).logits
             kept = padding.bool() if 'attention_mask' in kwargs else slice(None)
-            torch.testing.assert_close(actual[kept], expected[kept], rtol=0, atol=1e-5)
+            error = (actual[kept] - expected[kept]).abs().max().item()
+            assert error <= 1e-5, f'{case} length={length} batch={batch} {list(kwargs)}: max |flex - torch| = {error}'
+
+
+FLEX_ON_OTHER_ISA = r'''
+import sys, torch
+from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
+def build(impl):
+    torch.manual_seed(0)
+    return MPTForCausalLM(MPTConfig(d_model=64, n_heads=4, n_layers=2, vocab_size=80, max_seq_len=64, no_bias=True,
+                                    attn_config={'attn_impl': impl, 'alibi': True})).eval()
+ids = torch.randint(0, 80, (2, 40))
+with torch.no_grad():
+    print((build('flex')(ids).logits - build('torch')(ids).logits).abs().max().item())
+'''
+
+
+@pytest.mark.parametrize('capability', ['avx2', 'default'])
+def test_flex_is_right_on_cpus_with_other_vector_units(capability, tmp_path):
+    """ATEN_CPU_CAPABILITY makes PyTorch (and its compiler) use the kernels of an older CPU. On AVX2, the
+    compiled CPU FlexAttention kernel of torch 2.14.1 returned NaN for this very input."""
+    if capability == 'avx2' and torch.backends.cpu.get_cpu_capability() == 'DEFAULT':
+        pytest.skip('this CPU has no AVX2')
+    env = {**os.environ, 'ATEN_CPU_CAPABILITY': capability, 'TORCHINDUCTOR_CACHE_DIR': str(tmp_path)}
+    result = subprocess.run([sys.executable, '-c', FLEX_ON_OTHER_ISA], env=env, capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    error = float(result.stdout.split()[-1])
+    assert error <= 1e-5, f'ATEN_CPU_CAPABILITY={capability}: max |flex - torch| = {error}'
 
 
 def test_flex_refuses_to_train_on_cpu():
@@ -73,7 +118,7 @@ def test_fast_kernels_match_torch_on_cuda_in_bf16(impl, case):
         pytest.skip('flash-attn is not installed')
     ids = torch.randint(0, VOCAB, (2, 40), device='cuda')
     reference, fast = build('torch', 'cuda', **CASES[case]), build(impl, 'cuda', **CASES[case])
-    sequence_id = SEQUENCE_ID.cuda()
+    sequence_id = packed_sequence_id(2, 40).cuda()
     with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16):
         expected = reference(ids, sequence_id=sequence_id).logits.float()
         actual = fast(ids, sequence_id=sequence_id).logits.float()

@@ -2,9 +2,9 @@
 
 - torch: F.scaled_dot_product_attention with an additive bias holding ALiBi, the causal mask, the
   sliding window, packed-document (sequence_id) and key-padding masks. Runs everywhere.
-- flex: FlexAttention, compiled; ALiBi and logit softcapping as a score modifier, masks as a block
-  mask. The fast path on CUDA without extra packages. PyTorch has no FlexAttention backward on CPU,
-  so on CPU it serves inference only.
+- flex: FlexAttention; ALiBi and logit softcapping as a score modifier, masks as a block mask. Compiled
+  on CUDA: the fast path without extra packages. On CPU it serves inference only (PyTorch has no CPU
+  backward for it) and runs PyTorch's uncompiled reference, see `_eager_flex`.
 - flash: flash-attn >= 2.4 when installed (ALiBi slopes, sliding window, varlen for packed or padded
   batches). When it is missing, one warning, and flex runs on CUDA, torch on CPU.
 Decoding steps with a KV cache (fewer queries than keys) always use the torch kernel: the same math
@@ -191,6 +191,21 @@ def _compiled_flex():
     return torch.compile(flex_attention, dynamic=False)
 
 
+def _eager_flex(q, k, v, **kwargs) -> torch.Tensor:
+    """PyTorch's reference FlexAttention (no compiled kernel), for CPU.
+
+    The compiled CPU kernel of torch 2.14.1 returns wrong numbers on some CPUs (seen on AVX2: rows of a
+    40-token sequence off by ~3, NaN with batch 2, while 64 tokens were right), so a machine-dependent
+    result would reach users silently. The reference computes the same masked, score-modified softmax
+    densely: exact everywhere, slower, and CPU flex serves inference only anyway.
+    """
+    from torch.nn.attention import flex_attention as flex_module
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*flex_attention called without torch.compile.*')
+        return flex_module.flex_attention(q, k, v, **kwargs)
+
+
 def _flex_attention(q, k, v, ctx: AttentionContext, scale: float) -> torch.Tensor:
     from torch.nn.attention.flex_attention import create_block_mask
 
@@ -226,9 +241,8 @@ def _flex_attention(q, k, v, ctx: AttentionContext, scale: float) -> torch.Tenso
     block_mask = create_block_mask(
         mask_mod, q.shape[0] if per_batch else None, None, q.shape[2], k.shape[2], device=q.device
     )
-    return _compiled_flex()(
-        q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1]
-    )
+    kernel = _eager_flex if q.device.type == 'cpu' else _compiled_flex()
+    return kernel(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
 
 
 # ----- flash-attn -----------------------------------------------------------------------------------
