@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job in one command: set up .venv (or use the active one), install llmfoundry when it is missing,
-# then run the offline quickstart. Arguments go to the module, e.g. ./quickstart.sh --out my-run --max-steps 1000
-# (relative paths are relative to where you run it; the default output folder is ./quickstart-out).
+# then run the offline quickstart. Arguments go to the module, e.g. ./quickstart.sh --max-steps 1000 --out DIR
+# (relative paths are relative to where you run it; the default output folder is ./quickstart-out). The commands it
+# prints at the end start with `. .venv/bin/activate` when .venv is not active in your shell.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")" && pwd)"
 

@@ -6,7 +6,8 @@ Every step runs one of our own commands (`llmfoundry tokenizer train`, `llmfound
 train`) on the Python standard library's sources, which every Python install carries: code with English
 docstrings, so no download is needed and the generated text is recognisably Python. The run summary
 (summary.json) and the loss curve (loss_curve.png) land in DIR. `--reduced` is the test suite's mode: a
-smaller corpus, model and step count, same steps.
+smaller corpus, model and step count, same steps. At the end it prints commands to try next, each of which
+runs as printed from the current folder.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -34,7 +36,7 @@ TRAIN_LOSS, EVAL_LOSS = 'loss/train/total', 'metrics/eval/LanguageCrossEntropy'
 
 @dataclass(frozen=True)
 class Plan:
-    """How big each step is: the full mode fits 15 minutes on a 2-core CPU, the reduced one a test."""
+    """How big each step is: the full mode takes a few minutes on 2 CPU cores (README), the reduced one a test."""
 
     corpus_bytes: int
     max_file_bytes: int
@@ -46,7 +48,7 @@ class Plan:
     model_overrides: tuple[str, ...] = ()
 
 
-FULL = Plan(corpus_bytes=5_000_000, max_file_bytes=250_000, vocab_size=4096, seq_len=256, max_steps=500,
+FULL = Plan(corpus_bytes=5_000_000, max_file_bytes=250_000, vocab_size=4096, seq_len=256, max_steps=200,
             batch_size=16, microbatch_size=8)
 REDUCED = Plan(corpus_bytes=250_000, max_file_bytes=40_000, vocab_size=1024, seq_len=64, max_steps=16,
                batch_size=8, microbatch_size=4,
@@ -92,6 +94,7 @@ class Layout:
 
 
 STEPS = 7
+DEFAULT_OUT = Path('quickstart-out')
 
 
 def headline(number: int, text: str) -> None:
@@ -283,21 +286,69 @@ def plot_loss_curve(layout: Layout) -> None:
     plt.close(figure)
 
 
-NEXT_STEPS = """
-What to try next:
-  - Train longer:                   python -m llmfoundry.quickstart --max-steps 1500
-  - The real configs:               yamls/pretrain/ (mpt-125m ... mpt-7b); run with
-                                    llmfoundry train yamls/pretrain/<name>.yaml variables.data_local=... --nproc N
-  - More ranks:                     --nproc N (one per GPU; gloo ranks on a CPU), or torchrun (docs/MULTINODE.md)
-  - Data and checkpoints on S3:     data-prep --output_folder s3://bucket/prefix, then data_remote / save_folder
-                                    s3://...
-  - The full walk-through:          docs/TUTORIAL.md; every config key: docs/CONFIG_REFERENCE.md"""
+def relative(path: Path) -> str:
+    """`path` as the user would type it here: relative when it is under the current folder, else absolute."""
+    path, cwd = path.resolve(), Path.cwd().resolve()
+    return str(path.relative_to(cwd) if path.is_relative_to(cwd) else path)
+
+
+def shown(path: Path) -> str:
+    return shlex.quote(relative(path))
+
+
+def shell_commands() -> tuple[list[str], str, str]:
+    """(setup lines, python, llmfoundry): how the user's shell reaches the interpreter this quickstart runs in.
+
+    quickstart.sh runs .venv's python without activating .venv, so `python` in the user's shell may be
+    another interpreter that lacks our dependencies: then the first line printed activates this one.
+    """
+    if sys.prefix != sys.base_prefix:  # a virtualenv: activation puts its python and llmfoundry first on PATH
+        active = os.environ.get('VIRTUAL_ENV')
+        if active and Path(active).resolve() == Path(sys.prefix).resolve():
+            return [], 'python', 'llmfoundry'
+        return [f'. {shown(Path(sys.prefix) / "bin" / "activate")}'], 'python', 'llmfoundry'
+    on_path = shutil.which('python')
+    if on_path and Path(on_path).resolve() == Path(sys.executable).resolve():
+        return [], 'python', 'llmfoundry' if shutil.which('llmfoundry') else 'python -m llmfoundry.cli'
+    python = shlex.quote(sys.executable)
+    return [], python, f'{python} -m llmfoundry.cli'
+
+
+def next_steps(plan: Plan, layout: Layout, nproc: int, default_out: bool) -> list[tuple[str, str]]:
+    """(command, what it does) pairs; after the setup line (if any), every command works as printed from here."""
+    setup, python, llmfoundry = shell_commands()
+    out = '' if default_out else f' --out {shown(layout.out)}'
+    launch = f' --nproc {nproc}' if nproc > 1 else ''
+    longer = 5 * max(plan.max_steps, FULL.max_steps)
+    generate_code = (f'from transformers import pipeline; generate = pipeline("text-generation", '
+                     f'model={json.dumps(relative(layout.hf))}); '
+                     'print(generate("def main():", max_new_tokens=40)[0]["generated_text"])')
+    return [
+        *[(line, 'once per shell: python and llmfoundry of the environment the quickstart ran in') for line in setup],
+        (f'{python} -c {shlex.quote(generate_code)}', 'generate from the exported folder with transformers'),
+        (f'{llmfoundry} convert to-hf {shown(layout.run)} {shown(layout.out / "hf-again")} '
+         f'--tokenizer {shown(layout.tokenizer)}', "export the run's latest checkpoint yourself"),
+        (f'{llmfoundry} train {shown(TINY_YAML)} variables.data_local={shown(layout.mds)} '
+         f'variables.tokenizer={shown(layout.tokenizer)} variables.max_seq_len={plan.seq_len} '
+         f'save_folder={shown(layout.out / "run-again")}{launch}', 'train the same model with your own overrides'),
+        (f'{python} -m llmfoundry.quickstart --max-steps {longer}{out}',
+         f'the whole quickstart again, training longer: {longer} steps'),
+    ]
+
+
+def print_next_steps(plan: Plan, layout: Layout, nproc: int, default_out: bool) -> None:
+    print('\nWhat to try next (each command runs as printed, from this folder):')
+    for command, what in next_steps(plan, layout, nproc, default_out):
+        print(f'  # {what}\n  {command}')
+    print('The same steps one by one, bigger models and S3: docs/TUTORIAL.md; more ranks and nodes: '
+          'docs/MULTINODE.md;\nevery config key: docs/CONFIG_REFERENCE.md')
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='python -m llmfoundry.quickstart', description=__doc__.split('\n')[0])
-    parser.add_argument('--out', type=Path, default=Path('quickstart-out'), help='output folder (default: %(default)s)')
-    parser.add_argument('--max-steps', type=int, default=None, help='training batches (default: 500, reduced: 16)')
+    parser.add_argument('--out', type=Path, default=DEFAULT_OUT, help='output folder (default: %(default)s)')
+    parser.add_argument('--max-steps', type=int, default=None,
+                        help=f'training batches (default: {FULL.max_steps}, reduced: {REDUCED.max_steps})')
     parser.add_argument('--reduced', action='store_true', help='smaller corpus, model and step count (for tests)')
     return parser.parse_args(argv)
 
@@ -347,9 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     plot_loss_curve(layout)
     print(f"train loss {summary['first_train_loss']:.3f} -> {summary['final_train_loss']:.3f}, eval loss "
           f"{summary['first_eval_loss']:.3f} -> {summary['last_eval_loss']:.3f} "
-          f"(perplexity {summary['eval_perplexity']:.1f}), {summary['tokens']:,} tokens in {summary['seconds']:.0f} s")
+          f"(perplexity {summary['eval_perplexity']:.1f}), {summary['tokens']:,} tokens; "
+          f"{summary['seconds']:.0f} s in all, of which training {summary['train_seconds']:.0f} s")
     print(f'summary:    {layout.summary}\nloss curve: {layout.loss_curve}')
-    print(NEXT_STEPS)
+    print_next_steps(plan, layout, nproc, default_out=args.out == DEFAULT_OUT)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The quickstart (reduced mode) runs end to end and leaves every artifact a newcomer is told about."""
+"""The quickstart (reduced mode) runs end to end, leaves every artifact a newcomer is told about, and the
+commands it prints to try next work as printed in a shell where no virtualenv is active."""
 
 from __future__ import annotations
 
@@ -11,18 +12,35 @@ from pathlib import Path
 import pytest
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+# What the test appends to a printed command so that it finishes in seconds (later flags/overrides win).
+SHRINK = {'llmfoundry.quickstart': ' --reduced --max-steps 2 --out again', ' train ': ' max_duration=2ba'}
+
+
+def shell_env() -> dict[str, str]:
+    """The environment of a new terminal: no virtualenv active, so `python` is whatever PATH finds first."""
+    env = {k: v for k, v in os.environ.items() if k not in ('VIRTUAL_ENV', 'PYTHONPATH', 'PYTHONHOME')}
+    venv_bin = str(Path(sys.prefix) / 'bin')
+    env['PATH'] = os.pathsep.join(p for p in env.get('PATH', '').split(os.pathsep) if p and p != venv_bin)
+    return {**env, 'PYTHONUNBUFFERED': '1'}
+
+
+@pytest.fixture(scope='module')
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(the folder it ran in, its stdout); run from that folder with a relative --out, as a user would."""
+    cwd = tmp_path_factory.mktemp('quickstart')
+    result = subprocess.run([sys.executable, '-m', 'llmfoundry.quickstart', '--reduced', '--out', 'qs'], cwd=cwd,
+                            env=shell_env(), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return cwd, result.stdout
 
 
 @pytest.mark.slow
-def test_reduced_quickstart_leaves_data_checkpoint_hf_folder_plot_and_summary(tmp_path: Path) -> None:
-    out = tmp_path / 'quickstart'
-    result = subprocess.run([sys.executable, '-m', 'llmfoundry.quickstart', '--reduced', '--out', str(out)],
-                            env={**os.environ, 'PYTHONUNBUFFERED': '1'}, capture_output=True, text=True,
-                            timeout=240)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+def test_reduced_quickstart_leaves_data_checkpoint_hf_folder_plot_and_summary(quickstart: tuple[Path, str]) -> None:
+    cwd, stdout = quickstart
+    out = cwd / 'qs'
     for number in range(1, 8):
-        assert f'[{number}/7]' in result.stdout
-    assert str(out / 'summary.json') in result.stdout and str(out / 'loss_curve.png') in result.stdout
+        assert f'[{number}/7]' in stdout
+    assert str(out / 'summary.json') in stdout and str(out / 'loss_curve.png') in stdout
 
     for split in ('train', 'val'):
         assert (out / 'mds' / split / 'index.json').is_file()
@@ -41,3 +59,52 @@ def test_reduced_quickstart_leaves_data_checkpoint_hf_folder_plot_and_summary(tm
     assert summary['final_train_loss'] < summary['first_train_loss']
     assert summary['last_eval_loss'] < summary['first_eval_loss']
     assert summary['paths']['hf'] == str(out / 'hf')
+
+
+def printed_commands(stdout: str) -> list[str]:
+    """The command lines under 'What to try next' (indented, not the '# ...' explanations)."""
+    block = stdout.split('What to try next', 1)[1].splitlines()[1:]
+    return [line.strip() for line in block if line.startswith('  ') and not line.strip().startswith('#')]
+
+
+@pytest.mark.slow
+def test_printed_next_steps_run_as_printed_in_a_fresh_shell(quickstart: tuple[Path, str]) -> None:
+    cwd, stdout = quickstart
+    commands = printed_commands(stdout)
+    if sys.prefix != sys.base_prefix:  # run from a venv that the shell has not activated: activate it first
+        assert commands[0] == f'. {Path(sys.prefix) / "bin" / "activate"}'
+    assert any('llmfoundry.quickstart --max-steps' in c for c in commands)
+    assert any(' convert to-hf qs/run ' in c for c in commands)
+
+    script = ['set -euo pipefail']
+    for command in commands:
+        script.append(command + ''.join(extra for key, extra in SHRINK.items() if key in command))
+    result = subprocess.run(['bash', '-c', '\n'.join(script)], cwd=cwd, env=shell_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, '\n'.join(script) + '\n' + result.stdout[-3000:] + result.stderr[-3000:]
+    assert (cwd / 'again' / 'summary.json').is_file()
+    assert (cwd / 'qs' / 'hf-again' / 'model.safetensors').is_file()
+    assert 'def main():' in result.stdout  # the generation hint printed its prompt and continuation
+    assert (cwd / 'qs' / 'run-again' / 'metrics.jsonl').is_file()
+
+
+def test_next_steps_activate_the_quickstarts_venv_only_when_the_shell_has_not(tmp_path: Path, monkeypatch) -> None:
+    from llmfoundry import quickstart
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, 'prefix', str(tmp_path / '.venv'))
+    monkeypatch.setattr(sys, 'base_prefix', '/usr')
+    layout = quickstart.Layout(tmp_path / 'quickstart-out')
+    monkeypatch.delenv('VIRTUAL_ENV', raising=False)
+    commands = [command for command, _ in quickstart.next_steps(quickstart.FULL, layout, 2, default_out=True)]
+    assert commands[0] == '. .venv/bin/activate'
+    assert commands[2] == ('llmfoundry convert to-hf quickstart-out/run quickstart-out/hf-again '
+                           '--tokenizer quickstart-out/tokenizer')
+    assert commands[3].endswith('save_folder=quickstart-out/run-again --nproc 2')
+    assert commands[4] == 'python -m llmfoundry.quickstart --max-steps 1000'
+
+    monkeypatch.setenv('VIRTUAL_ENV', str(tmp_path / '.venv'))
+    commands = [command for command, _ in quickstart.next_steps(quickstart.FULL, layout, 1, default_out=False)]
+    assert commands[0].startswith('python -c ')
+    assert not commands[2].endswith('--nproc 1')
+    assert commands[3] == 'python -m llmfoundry.quickstart --max-steps 1000 --out quickstart-out'

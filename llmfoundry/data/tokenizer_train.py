@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from llmfoundry.data.documents import iter_documents
+from llmfoundry.data.documents import JSON_SUFFIXES, iter_documents, list_files
 from llmfoundry.data.errors import DataError
+
+log = logging.getLogger(__name__)
 
 EOS_TOKEN = '<|endoftext|>'
 PAD_TOKEN = '<|padding|>'
@@ -40,15 +44,18 @@ def train_byte_level_bpe(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    seen = 0
+    inputs = list(inputs)
+    seen, skipped = 0, []
 
-    def counted():
+    def counted() -> Iterator[str]:
         nonlocal seen
-        for doc in iter_documents(inputs):
+        for doc in _documents(inputs, skipped):
             seen += 1
             yield doc
 
     bpe.train_from_iterator(counted(), trainer=trainer)
+    if skipped:
+        log.warning('skipped %d files that are not UTF-8 text (e.g. %s)', len(skipped), skipped[0])
     if seen == 0:
         raise DataError(f'no documents found in {list(map(str, inputs))}')
     tokenizer = PreTrainedTokenizerFast(
@@ -62,3 +69,19 @@ def train_byte_level_bpe(
     )
     tokenizer.save_pretrained(str(out_dir))
     return tokenizer
+
+
+def _documents(inputs: list[str | os.PathLike], skipped: list[Path]) -> Iterator[str]:
+    """`iter_documents`, file by file, so that files in a folder that are not UTF-8 text (e.g.
+    __pycache__/*.pyc) are collected in `skipped` instead of each logging a warning. A file named explicitly
+    must be text, and a malformed JSON Lines file is an error wherever it is.
+    """
+    for item in inputs:
+        in_folder = Path(item).is_dir()
+        for path in list_files(item):
+            try:
+                yield from iter_documents([path])
+            except DataError:
+                if not in_folder or path.name.endswith(JSON_SUFFIXES):
+                    raise
+                skipped.append(path)

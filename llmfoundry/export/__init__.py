@@ -1,10 +1,31 @@
-"""Exact Hugging Face interop: export to native MPT / Llama / remote code, and import from HF folders."""
+"""Exact Hugging Face interop: export to native MPT / Llama / remote code, and import from HF folders.
 
-from .from_hf import convert_from_hf, import_from_hf, load_foreign_folder, source_kind
-from .native import choose_format, native_blockers
-from .to_hf import export_to_hf
+The names below are imported on first use (PEP 562), so that `llmfoundry convert --help`, which imports
+`llmfoundry.export.cli`, does not pay for torch and transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_HOMES = {
+    'choose_format': 'native', 'native_blockers': 'native', 'export_to_hf': 'to_hf', 'convert_from_hf': 'from_hf',
+    'import_from_hf': 'from_hf', 'load_foreign_folder': 'from_hf', 'source_kind': 'from_hf',
+}
 
 __all__ = [
     'choose_format', 'convert_from_hf', 'export_to_hf', 'import_from_hf', 'load_foreign_folder', 'native_blockers',
     'source_kind',
 ]
+
+if TYPE_CHECKING:
+    from .from_hf import convert_from_hf, import_from_hf, load_foreign_folder, source_kind
+    from .native import choose_format, native_blockers
+    from .to_hf import export_to_hf
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    return getattr(importlib.import_module(f'.{_HOMES[name]}', __name__), name)

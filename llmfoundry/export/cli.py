@@ -11,7 +11,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest='direction', required=True)
     to_hf = sub.add_parser('to-hf', help='export as native MPT, native Llama, or remote code (chosen from the config)')
     to_hf.add_argument('src', help='a folder saved with save_pretrained (or any folder from-hf reads), or a training '
-                       'checkpoint: our checkpoint folder, a Composer DCP folder or a Composer .pt')
+                       "checkpoint: a run folder (save_folder; its 'latest' checkpoint is used), one of our "
+                       'checkpoint folders, a Composer DCP folder or a Composer .pt')
     to_hf.add_argument('out', help='the new Hugging Face folder (must not exist or be empty)')
     to_hf.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None,
                        help="weights' dtype (default: as stored in SRC)")
@@ -35,14 +36,17 @@ def main(argv: list[str]) -> int:
     # Heavy imports only once the arguments are valid, so --help stays fast.
     from llmfoundry.train.checkpoint import CheckpointError
 
-    from .from_checkpoint import is_training_checkpoint, model_from_checkpoint
+    from .from_checkpoint import is_training_checkpoint, model_from_checkpoint, resolve_run_folder
     from .from_hf import convert_from_hf
     from .to_hf import export_to_hf
 
     try:
         if args.direction == 'to-hf':
-            src = model_from_checkpoint(args.src, args.config) if is_training_checkpoint(args.src) else args.src
-            fmt = export_to_hf(src, args.out, dtype=args.dtype, max_seq_len=args.max_seq_len,
+            src = resolve_run_folder(args.src)
+            if src != args.src:
+                print(f'{args.src} is a run folder; exporting its latest checkpoint {src}')
+            model = model_from_checkpoint(src, args.config) if is_training_checkpoint(src) else src
+            fmt = export_to_hf(model, args.out, dtype=args.dtype, max_seq_len=args.max_seq_len,
                                tokenizer=args.tokenizer, remote_code=args.remote_code)
             print(f'wrote {args.out} ({fmt})')
         else:

@@ -26,6 +26,20 @@ def is_training_checkpoint(src: str | Path) -> bool:
     return src.endswith('.pt') or storage.exists(storage.join(src, layout.METADATA))
 
 
+def resolve_run_folder(src: str | Path) -> str:
+    """The checkpoint a run folder's `latest` names (as autoresume picks it), else `src` unchanged.
+
+    A run folder is a training `save_folder`: it holds `latest` next to one folder per checkpoint.
+    """
+    src = str(src)
+    if not storage.exists(storage.join(src, layout.LATEST)):
+        return src
+    found = checkpoint.find_latest(src)
+    if found is None:
+        raise ValueError(f'{src} is a run folder, but none of its checkpoints is complete; pass one explicitly.')
+    return found
+
+
 def model_from_checkpoint(src: str | Path, config_yaml: str | Path | None = None) -> MPTForCausalLM:
     """The model saved in checkpoint `src`, on CPU, built from `config_yaml` or else from the stored config."""
     src = str(src)

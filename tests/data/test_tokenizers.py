@@ -65,3 +65,18 @@ def test_build_tokenizer_without_eos(tmp_path) -> None:
     PreTrainedTokenizerFast(tokenizer_object=bpe).save_pretrained(tmp_path)
     tok = build_tokenizer(str(tmp_path), {'eos_token': '<eos>'})
     assert tok.eos_token == '<eos>' and tok.pad_token_id == tok.eos_token_id
+
+
+def test_train_skips_binary_files_in_folders_with_one_line(tmp_path, caplog, corpus_docs: list[str]) -> None:
+    (tmp_path / 'in' / '__pycache__').mkdir(parents=True)
+    (tmp_path / 'in' / 'a.txt').write_text(corpus_docs[0], encoding='utf-8')
+    for i in range(3):
+        (tmp_path / 'in' / '__pycache__' / f'm{i}.pyc').write_bytes(b'\xff\xfe\x00binary' * 10)
+    out = str(tmp_path / 'tok')
+    with caplog.at_level('WARNING'):
+        assert tokenizer_main(['train', '--input', str(tmp_path / 'in'), '--vocab-size', '300', '--out', out]) == 0
+    messages = [r.getMessage() for r in caplog.records if 'skip' in r.getMessage()]
+    assert messages == [f"skipped 3 files that are not UTF-8 text (e.g. {tmp_path / 'in' / '__pycache__' / 'm0.pyc'})"]
+
+    explicit = tmp_path / 'in' / '__pycache__' / 'm1.pyc'  # a file named on the command line must be text
+    assert tokenizer_main(['train', '--input', str(explicit), '--vocab-size', '300', '--out', out]) == 1

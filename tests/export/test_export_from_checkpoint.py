@@ -51,3 +51,26 @@ def test_checkpoint_without_stored_config_asks_for_one(tmp_path: Path, capsys) -
     path = save(SaveSettings(str(tmp_path / 'ckpt'), weights_only=True), CheckpointParts(ours), rank=0, world_size=1)
     assert cli(['convert', 'to-hf', path, str(tmp_path / 'hf')]) == 1
     assert 'saved without its training config; pass the training YAML with --config' in capsys.readouterr().err
+
+
+def test_to_hf_from_a_run_folder_follows_latest(tmp_path: Path, capsys) -> None:
+    run = tmp_path / 'run'
+    for batch, seed in ((2, 6), (4, 7)):
+        ours = tiny_model(MPT_BASE, seed=seed)
+        parts = CheckpointParts(ours, torch.optim.AdamW(ours.parameters()), Timestamp(batch=batch), None,
+                                _config_yaml())
+        newest = save(SaveSettings(str(run)), parts, rank=0, world_size=1)
+    assert (run / 'latest').read_text().strip() == 'ep0-ba4'
+
+    assert cli(['convert', 'to-hf', str(run), str(tmp_path / 'hf')]) == 0
+    assert newest in capsys.readouterr().out
+    ids = input_ids()
+    assert max_diff(logits(ours, ids), logits(load_hf(tmp_path / 'hf', 'MptForCausalLM'), ids)) <= TOL
+
+
+def test_to_hf_from_a_run_folder_without_a_complete_checkpoint(tmp_path: Path, capsys) -> None:
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / 'latest').write_text('ep0-ba2')
+    assert cli(['convert', 'to-hf', str(tmp_path / 'run'), str(tmp_path / 'hf')]) == 1
+    assert 'none of its checkpoints is complete' in capsys.readouterr().err
+    assert not (tmp_path / 'hf').exists()

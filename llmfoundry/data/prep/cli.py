@@ -2,7 +2,8 @@
 
     convert_dataset_hf    any `datasets` source -> out_root/<split>
     convert_dataset_json  JSON Lines files      -> out_root
-    convert_text_to_mds   a folder of .txt      -> output_folder (parallel groups, restartable)
+    convert_text_to_mds   a folder of .txt      -> output_folder (parallel groups, restartable;
+                                                   --concat_tokens and --tokenizer are required)
 
 Dashes work too (convert-dataset-hf). Exit status: 0 done, 1 bad input/output, 2 bad flags, 130 Ctrl-C.
 """
@@ -21,9 +22,14 @@ COMMANDS = ('convert_dataset_hf', 'convert_dataset_json', 'convert_text_to_mds')
 
 def _add_conversion_flags(parser: argparse.ArgumentParser, concat_required: bool = False) -> None:
     parser.add_argument('--compression', default=None, help='shard compression, e.g. zstd (default: none)')
-    parser.add_argument('--concat_tokens', type=int, required=concat_required,
-                        help='pack tokens into rows of exactly N tokens; without it a text column is written')
-    parser.add_argument('--tokenizer', required=concat_required, help='hub name or local folder')
+    if concat_required:  # as in llm-foundry's convert_text_to_mds, which only writes packed token rows
+        concat_help = 'required: pack tokens into rows of exactly N tokens'
+        tokenizer_help = 'required: hub name or local folder'
+    else:
+        concat_help = 'pack tokens into rows of exactly N tokens; without it a text column is written'
+        tokenizer_help = 'hub name or local folder (required with --concat_tokens)'
+    parser.add_argument('--concat_tokens', type=int, required=concat_required, help=concat_help)
+    parser.add_argument('--tokenizer', required=concat_required, help=tokenizer_help)
     parser.add_argument('--bos_text', default='', help='text tokenised and put before each document')
     parser.add_argument('--eos_text', default='', help='text tokenised and put after each document')
     parser.add_argument('--no_wrap', action='store_true',
