@@ -90,7 +90,8 @@ class S3Server:
             f'-master.port={master}', f'-master.port.grpc={master_grpc}',
             f'-volume.port={volume}', f'-volume.port.grpc={volume_grpc}',
             f'-filer.port={filer}', f'-filer.port.grpc={filer_grpc}',
-            '-s3', f'-s3.port={s3}', f'-s3.port.grpc={s3_grpc}', '-s3.port.iceberg=0',
+            '-s3', f'-s3.port={s3}', f'-s3.port.grpc={s3_grpc}',
+            '-s3.port.iceberg=0', '-s3.port.lance=0',  # side services with fixed default ports (8181, 9101): off
             '-master.volumeSizeLimitMB=64', '-volume.max=0',
         ]  # fmt: skip
         # Open for the server's whole life; closed in stop().

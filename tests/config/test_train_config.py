@@ -10,7 +10,7 @@ from llmfoundry.config.loading import load_train_config
 from llmfoundry.config.schema import FSDPConfig
 from llmfoundry.config.validation import ConfigError
 
-REFERENCE_YAMLS = Path(__file__).resolve().parents[3] / 'shared' / 'reference' / 'llmfoundry-yamls'
+REFERENCE_YAMLS = Path(__file__).resolve().parents[1] / 'fixtures' / 'llmfoundry-yamls'  # our copies of user files
 
 
 @pytest.mark.parametrize('name', ['mpt-125m.yaml', 'mpt-7b.yaml'])

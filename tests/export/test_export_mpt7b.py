@@ -12,7 +12,7 @@ from transformers import MptConfig, MptForCausalLM
 from llmfoundry.export import export_to_hf, import_from_hf, source_kind
 from llmfoundry.models.mpt import MPTForCausalLM
 
-REFERENCE = Path(__file__).resolve().parents[3] / 'shared' / 'reference' / 'mpt-7b-config.json'
+REFERENCE = Path(__file__).resolve().parents[1] / 'fixtures' / 'mpt-7b-config.json'
 TINY = {'d_model': 64, 'n_heads': 4, 'n_layers': 2, 'vocab_size': 128}
 
 

@@ -11,7 +11,7 @@ import torch
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 from llmfoundry.models.mpt.position import alibi_slopes
 
-REFERENCE_CONFIG = Path(__file__).resolve().parents[3] / 'shared' / 'reference' / 'mpt-7b-config.json'
+REFERENCE_CONFIG = Path(__file__).resolve().parents[1] / 'fixtures' / 'mpt-7b-config.json'
 
 
 def test_llm_foundry_defaults():

@@ -14,7 +14,7 @@ from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 
 REPO = Path(__file__).resolve().parents[2]
 YAMLS = REPO / 'yamls' / 'pretrain'
-REFERENCE_YAML = Path('/work/shared/reference/llmfoundry-yamls/mpt-7b.yaml')
+REFERENCE_YAML = Path(__file__).resolve().parents[1] / 'fixtures' / 'llmfoundry-yamls' / 'mpt-7b.yaml'
 
 # size: (d_model, n_heads, n_layers, exact parameter count with vocab 50432)
 SIZES = {
@@ -36,6 +36,22 @@ TOP_LEVEL_KEYS = {
 }
 
 
+RELEASED_ARCHITECTURE_KEYS = {'model.no_bias', 'model.attn_config.alibi'}
+
+
+def _reference() -> dict:
+    return OmegaConf.to_container(OmegaConf.load(REFERENCE_YAML), resolve=True)
+
+
+def _key_paths(cfg: dict, prefix: str = '') -> set[str]:
+    paths = set()
+    for key, value in cfg.items():
+        paths.add(prefix + key)
+        if isinstance(value, dict):
+            paths |= _key_paths(value, f'{prefix}{key}.')
+    return paths
+
+
 def _load(size: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(YAMLS / f'mpt-{size}.yaml'), resolve=True)
 
@@ -53,15 +69,25 @@ def test_every_published_size_has_a_yaml() -> None:
 @pytest.mark.parametrize('size', SIZES)
 def test_layout_matches_llm_foundry(size: str) -> None:
     cfg = _load(size)
-    assert set(cfg) == TOP_LEVEL_KEYS
-    if REFERENCE_YAML.exists():
-        assert set(cfg) == set(OmegaConf.load(REFERENCE_YAML))
+    assert set(cfg) == TOP_LEVEL_KEYS == set(_reference())
+    # the same nested keys as llm-foundry's file, plus the two that select the released architecture
+    assert _key_paths(cfg) - _key_paths(_reference()) == RELEASED_ARCHITECTURE_KEYS
+    assert _key_paths(_reference()) <= _key_paths(cfg)
     assert cfg['tokenizer'] == {'name': 'EleutherAI/gpt-neox-20b', 'kwargs': {'model_max_length': 2048}}
     for loader in ('train_loader', 'eval_loader'):
         assert cfg[loader]['dataset']['max_seq_len'] == cfg['max_seq_len'] == 2048
     assert cfg['seed'] == cfg['variables']['global_seed']
     assert cfg['precision'] == 'amp_bf16'
     assert cfg['global_train_batch_size'] % cfg['device_train_microbatch_size'] == 0
+
+
+def test_7b_yaml_is_llm_foundrys_with_the_released_architecture() -> None:
+    ours, reference = _load('7b'), _reference()
+    ours_model, reference_model = ours.pop('model'), reference.pop('model')
+    assert ours == reference
+    assert ours_model.pop('no_bias') is True and ours_model['attn_config'].pop('alibi') is True
+    assert ours_model.pop('vocab_size') == 50432 and reference_model.pop('vocab_size') == 50368  # padded to 128s
+    assert ours_model == reference_model
 
 
 @pytest.mark.parametrize('size', SIZES)
