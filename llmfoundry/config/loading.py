@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .not_built import check_not_built, without_unset
 from .schema import TOP_LEVEL_HINT, TrainConfig
 from .validation import ConfigError, from_dict
 
@@ -37,6 +38,11 @@ def load_yaml(path: str | Path, overrides: list[str] | None = None) -> dict[str,
 
 
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
-    """The validated TrainConfig and the resolved mapping it came from (saved with the run)."""
+    """The validated TrainConfig and the resolved mapping it came from (saved with the run).
+
+    Keys of features not built yet are refused first, so they never read like typos of the keys we have.
+    """
     resolved = load_yaml(path, overrides)
+    check_not_built(resolved)
+    resolved = without_unset(resolved)
     return from_dict(TrainConfig, resolved, hint_unknown=TOP_LEVEL_HINT), resolved

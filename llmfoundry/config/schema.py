@@ -1,7 +1,8 @@
 """The training config: llm-foundry's TrainConfig keys and defaults as typed dataclasses.
 
 Sections that name a registered component (model, tokenizer, optimizer, scheduler, loaders, callbacks,
-loggers, algorithms) stay mappings here; their builders validate their own keys.
+loggers, algorithms) stay mappings here; their builders validate their own keys. llm-foundry keys for
+features not built yet are not fields: config/not_built.py refuses them when set and drops them when null.
 """
 
 from __future__ import annotations
@@ -93,30 +94,14 @@ class TrainConfig:
     save_num_checkpoints_to_keep: int = -1
     save_overwrite: bool = False
     save_weights_only: bool = False
-    save_ignore_keys: list[str] | None = None
     load_path: str | None = None
     load_weights_only: bool = False
     load_strict_model_weights: bool = True
-    load_ignore_keys: list[str] | None = None
     autoresume: bool = False
-
-    # llm-foundry keys for features that are not built yet: accepted only while unset.
-    icl_tasks: Any = None
-    icl_tasks_str: str | None = None
-    eval_gauntlet: Any = None
-    eval_gauntlet_str: str | None = None
-    icl_subset_num_batches: int | None = None
-    icl_seq_len: int | None = None
-    tp_config: dict[str, Any] | None = None
-    profiler: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for key in ('max_duration', 'eval_interval', 'console_log_interval', 'save_interval'):
             Time.parse(getattr(self, key), path=key)
-        for key in ('icl_tasks', 'icl_tasks_str', 'eval_gauntlet', 'eval_gauntlet_str', 'tp_config', 'profiler',
-                    'save_ignore_keys', 'load_ignore_keys'):
-            if getattr(self, key) is not None:
-                raise ConfigError(f'{key} is not supported yet: remove it (or set it to null) for now.')
         if not self.accumulate_train_batch_on_tokens:
             raise ConfigError('accumulate_train_batch_on_tokens=false is not supported: the loss of a step is '
                               'always averaged over the target tokens of the whole global batch.')

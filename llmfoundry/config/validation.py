@@ -27,13 +27,38 @@ def check_keys(section: Any, allowed: Any, path: str, hint: str = '') -> None:
             raise unknown_key_error(str(key), allowed, path, hint)
 
 
-def unknown_key_error(key: str, allowed: list[str], path: str, hint: str = '') -> ConfigError:
-    def full(name: str) -> str:
-        return f'{path}.{name}' if path else name
+MAX_LISTED_KEYS = 12  # a section with more accepted keys shows only the close matches, not the whole list
+MAX_SUGGESTIONS = 3
+SUGGESTION_SPREAD = 0.1  # further suggestions must be about as close as the best one
+REFERENCE_HINT = ' Every key is listed in docs/CONFIG_REFERENCE.md.'
 
-    close = difflib.get_close_matches(key, allowed, n=1)
-    suggestion = f"; did you mean '{full(close[0])}'?" if close else ''
-    return ConfigError(f"unknown key '{full(key)}'{suggestion} (accepted: {', '.join(allowed)}).{hint}")
+
+def close_matches(key: str, allowed: list[str]) -> list[str]:
+    """Up to MAX_SUGGESTIONS of `allowed` that look like a misspelling of `key`, best first."""
+    scored = sorted(((difflib.SequenceMatcher(None, key, name).ratio(), name) for name in allowed),
+                    key=lambda item: (-item[0], item[1]))
+    best = scored[0][0] if scored else 0.0
+    return [name for ratio, name in scored[:MAX_SUGGESTIONS] if ratio >= max(0.6, best - SUGGESTION_SPREAD)]
+
+
+def unknown_key_error(key: str, allowed: list[str], path: str, hint: str = '') -> ConfigError:
+    """`unknown key 'a.b'; did you mean 'a.c'?`; the accepted keys are listed only when there are few, and `hint`
+    only follows a key that resembles none."""
+    def full(name: str) -> str:
+        return f"'{path}.{name}'" if path else f"'{name}'"
+
+    close = [full(name) for name in close_matches(key, allowed)]
+    suggestion = ''
+    if close:
+        suggestion = f'; did you mean {close[0]}?' if len(close) == 1 else (
+            f"; did you mean {', '.join(close[:-1])} or {close[-1]}?")
+    if len(allowed) <= MAX_LISTED_KEYS:
+        listing = f" (accepted: {', '.join(allowed)})."
+    elif close:
+        listing = ''
+    else:
+        listing = '.' + (REFERENCE_HINT if path in ('', 'fsdp_config') else '')
+    return ConfigError(f"unknown key {full(key)}{suggestion}{listing}{'' if close else hint}")
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = '', hint_unknown: str = '') -> T:

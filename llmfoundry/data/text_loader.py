@@ -23,7 +23,7 @@ import torch
 from streaming import Stream, StreamingDataLoader, StreamingDataset
 from transformers import PreTrainedTokenizerBase
 
-from llmfoundry.config.validation import check_keys
+from llmfoundry.config.validation import ConfigError, check_keys
 from llmfoundry.data import storage
 from llmfoundry.data.collate import TextCollator
 from llmfoundry.data.config_keys import to_plain
@@ -86,6 +86,36 @@ def _with_local(cfg: dict[str, Any], split: str | None) -> dict[str, Any]:
     return cfg
 
 
+INDEX_FILE = 'index.json'
+DATA_PREP = ("llmfoundry data-prep convert_text_to_mds --input_folder YOUR_TEXT_FOLDER --output_folder {folder} "
+             "--concat_tokens {seq_len} --tokenizer {tokenizer} --eos_text '<|endoftext|>'")
+
+
+def check_local_data(loader_cfg: dict[str, Any], section: str, tokenizer: str = 'YOUR_TOKENIZER') -> None:
+    """Each dataset (or stream) with no `remote` must have its MDS index in `local`; the error names the key,
+    the folder and the data-prep command that creates it. With a remote, `local` is only a cache."""
+    dataset = to_plain(loader_cfg).get('dataset')
+    if not isinstance(dataset, dict):
+        return
+    path = f'{section}.dataset'
+    streams = dataset.get('streams')
+    sources = [(f'{path}.streams.{name}', cfg) for name, cfg in streams.items() if isinstance(cfg, dict)] if (
+        isinstance(streams, dict)) else [(path, dataset)]
+    for key, cfg in sources:
+        if cfg.get('remote'):
+            continue
+        local, split = cfg.get('local'), cfg.get('split', dataset.get('split')) or ''
+        if not local:
+            raise ConfigError(f'{key}: set local (a folder of MDS shards) or remote (to stream from).')
+        folder = os.path.join(str(local), split)
+        if os.path.isfile(os.path.join(folder, INDEX_FILE)):
+            continue
+        where = 'does not exist' if not os.path.exists(str(local)) else f'has no {os.path.join(split, INDEX_FILE)}'
+        command = DATA_PREP.format(folder=folder, seq_len=dataset.get('max_seq_len', 2048), tokenizer=tokenizer)
+        raise ConfigError(f"{key}.local={local!r} {where} and {key}.remote is not set; create the shards with: "
+                          f'{command}')
+
+
 def _build_streams(streams_cfg: dict[str, Any], split: str | None, path: str) -> list[Stream]:
     streams = []
     for name, cfg in streams_cfg.items():
@@ -133,6 +163,7 @@ def build_text_dataloader(
         raise ValueError(f"{section}.name '{cfg['name']}': this builder serves 'text'")
     if 'dataset' not in cfg:
         raise ValueError(f"'{section}.dataset' is required")
+    check_local_data(cfg, section, getattr(tokenizer, 'name_or_path', None) or 'YOUR_TOKENIZER')
     dataset = build_text_dataset(cfg['dataset'], tokenizer, device_batch_size, f'{section}.dataset')
     collate = TextCollator(
         tokenizer.pad_token_id, dataset.max_seq_len,

@@ -1,4 +1,6 @@
-"""`llmfoundry train YAML [overrides] [--nproc N]`: runs in-process, or launches N ranks on this machine.
+"""`llmfoundry train YAML [overrides] [--nproc N] [--dry-run]`: runs in-process, or launches N ranks on this machine.
+
+--dry-run checks everything in this one process and prints the layout the run would have on N ranks.
 
 With --nproc the ranks are started directly with the variables torchrun and Composer's launcher set (RANK,
 WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT). A SIGTERM or SIGINT to this
@@ -70,7 +72,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument('--nproc', type=int, default=None, help='ranks to start on this machine')
     parser.add_argument('--grace', type=float, default=600.0,
                         help='seconds the ranks get to save and exit after a forwarded signal (default 600)')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='check config, paths, tokenizer, model (meta device), layout on N ranks and the first '
+                             'batch in this process, then exit without training or writing anything')
     args = parser.parse_intermixed_args(argv)
+    if args.dry_run:
+        from .entry import dry_run_main
+
+        return dry_run_main(args.yaml, args.overrides, args.nproc)
     if not args.nproc:
         from .entry import main as train_main
 

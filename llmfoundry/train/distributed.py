@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+from llmfoundry.config.validation import ConfigError
+
+T = TypeVar('T')
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,38 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
+
+
+def agree_on_errors(check: Callable[[], T], info: DistInfo) -> T:
+    """Run `check` on every rank; when it raises a ConfigError on any rank, every rank raises the same one.
+
+    For checks whose outcome can differ by rank (files on a node's disk): no rank goes on to a collective that
+    a failed rank never joins, and rank 0 can report every rank's problem (naming the ranks unless all agree).
+    Any other exception is re-raised on its own rank (after the others learned of it, as a ConfigError).
+    """
+    result, message, unexpected = None, None, None
+    try:
+        result = check()
+    except ConfigError as error:
+        message = str(error)
+    except Exception as error:  # noqa: BLE001 - reported to the other ranks, then re-raised here with its traceback
+        message, unexpected = f'{type(error).__name__}: {error}', error
+    messages: list[str | None] = [message]
+    if info.world_size > 1 and dist.is_initialized():
+        messages = [None] * info.world_size
+        dist.all_gather_object(messages, message)
+    if unexpected is not None:
+        raise unexpected
+    failed: dict[str, list[int]] = {}
+    for rank, text in enumerate(messages):
+        if text is not None:
+            failed.setdefault(text, []).append(rank)
+    if not failed:
+        return result
+    if len(failed) == 1 and len(next(iter(failed.values()))) == len(messages):
+        raise ConfigError(next(iter(failed)))
+    raise ConfigError('; '.join(f"{text} (rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))})"
+                                for text, ranks in failed.items()))
 
 
 def shutdown() -> None:

@@ -78,7 +78,8 @@ WRAPPER_PREFIXES = ('_checkpoint_wrapped_module.', '_orig_mod.')
 
 
 # ----- mesh ----------------------------------------------------------------------------------------------------
-def _strategy(fsdp: FSDPConfig) -> str:
+def sharding_strategy(fsdp: FSDPConfig) -> str:
+    """fsdp_config.sharding_strategy, upper-cased and checked."""
     strategy = str(fsdp.sharding_strategy).upper()
     if strategy not in STRATEGIES:
         raise ConfigError(f'fsdp_config.sharding_strategy={fsdp.sharding_strategy!r} is invalid; '
@@ -114,7 +115,7 @@ def _hybrid_degrees(fsdp: FSDPConfig, world_size: int) -> tuple[int, int]:
 
 def mesh_shape(fsdp: FSDPConfig, world_size: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
     """The mesh's shape and dimension names for `fsdp.sharding_strategy` on `world_size` ranks (see module doc)."""
-    strategy = _strategy(fsdp)
+    strategy = sharding_strategy(fsdp)
     if strategy == 'HYBRID_SHARD':
         return _hybrid_degrees(fsdp, world_size), ('replicate', 'shard')
     if strategy == 'NO_SHARD':
@@ -225,7 +226,7 @@ def compile_each_block(blocks: nn.ModuleList, compile_config: dict[str, Any] | N
 
 def shard(model: nn.Module, blocks: nn.ModuleList, fsdp: FSDPConfig, mesh: DeviceMesh, precision: str) -> None:
     """fully_shard each block (one all-gather / reduce-scatter group per block), then the root for the rest."""
-    strategy = _strategy(fsdp)
+    strategy = sharding_strategy(fsdp)
     options: dict[str, Any] = {
         'mesh': mesh,
         'mp_policy': mixed_precision_policy(fsdp.mixed_precision, precision),

@@ -17,26 +17,24 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.time import Time
 from llmfoundry.config.validation import ConfigError
-from llmfoundry.data.text_loader import build_text_dataloader
-from llmfoundry.data.tokenizers import build_tokenizer
 from llmfoundry.models.registry import build_model
 from llmfoundry.optim.optimizers import build_optimizer
-from llmfoundry.registry import Registry
 
 from .checkpointing import CheckpointSaver, resume
-from .distributed import DistInfo
+from .distributed import DistInfo, agree_on_errors
 from .events import Callback, LoggerDestination, MetricLogger, TrainState, callbacks, loggers
+from .loaders import build_loader, eval_sections
 from .parallel import build_mesh, materialise_sharded, parallelize
+from .plan import device_batch_sizes
+from .preflight import check_paths, load_tokenizer
 from .trainer import Trainer, run_folder_for
 
 log = logging.getLogger(__name__)
-
-dataloaders: Registry[Any] = Registry('dataloaders')
-dataloaders.register('text')(build_text_dataloader)
 
 
 def seed_everything(seed: int) -> None:
@@ -51,25 +49,6 @@ def agree_on_run_name(config: TrainConfig) -> str:
     if dist.is_initialized():
         dist.broadcast_object_list(name, src=0)
     return name[0]
-
-
-def device_batch_sizes(config: TrainConfig, info: DistInfo) -> tuple[int, int | str]:
-    """(device train batch size, microbatch size or 'auto')."""
-    world = info.world_size
-    if config.global_train_batch_size is not None:
-        if config.global_train_batch_size % world:
-            raise ConfigError(
-                f'global_train_batch_size={config.global_train_batch_size} is not divisible by the {world} ranks; '
-                f'choose a multiple of {world}.'
-            )
-        device_batch = config.global_train_batch_size // world
-        if config.device_train_batch_size not in (None, device_batch):
-            raise ConfigError(f'device_train_batch_size={config.device_train_batch_size} contradicts '
-                              f'global_train_batch_size / ranks = {device_batch}; set only one of them.')
-    else:
-        device_batch = config.device_train_batch_size
-    micro = config.device_train_microbatch_size
-    return device_batch, micro if micro == 'auto' else min(micro, device_batch)
 
 
 def materialise(model: nn.Module, device: torch.device) -> nn.Module:
@@ -99,12 +78,6 @@ def build_loggers(config: TrainConfig, run_folder: Path, run_name: str, max_dura
     for name, kwargs in (config.loggers or {}).items():
         built.append(loggers.build(name, kwargs, path=f'loggers.{name}', run_folder=run_folder, default_name=run_name))
     return built
-
-
-def build_loader(section: dict[str, Any], tokenizer, batch_size: int, path: str):
-    section = dict(section)
-    name = section.get('name', 'text')
-    return dataloaders.get(name, f'{path}.name')(section, tokenizer, batch_size, path)
 
 
 def import_code_paths(paths: list[str] | None) -> None:
@@ -149,27 +122,28 @@ def prepare_model(config: TrainConfig, info: DistInfo) -> nn.Module:
     return model
 
 
-def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo) -> Trainer:
+def check_inputs(config: TrainConfig, run_name: str) -> PreTrainedTokenizerBase:
+    """What can fail before anything is built, each failure a ConfigError: code_paths are imported, every path
+    is checked (preflight.py) and the tokenizer is loaded (and returned)."""
     import_code_paths(config.code_paths)
-    seed_everything(config.seed)
+    check_paths(config, run_name)
+    return load_tokenizer(config.tokenizer)
+
+
+def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo) -> Trainer:
     run_name = agree_on_run_name(config)
+    tokenizer = agree_on_errors(lambda: check_inputs(config, run_name), info)
+    seed_everything(config.seed)
     run_folder = run_folder_for(config, run_name)
     max_duration = Time.parse(config.max_duration, 'max_duration')
-    device_batch, micro = device_batch_sizes(config, info)
+    device_batch, micro = device_batch_sizes(config, info.world_size)
 
-    tokenizer_section = dict(config.tokenizer)
-    tokenizer = build_tokenizer(tokenizer_section.pop('name'), tokenizer_section.pop('kwargs', None))
     model = prepare_model(config, info)
     if micro == 'auto':
         micro = auto_microbatch_size(model, device_batch, config.max_seq_len, info)
     train_loader = build_loader(config.train_loader, tokenizer, device_batch, 'train_loader')
-    eval_sections = [('', config.eval_loader)] if config.eval_loader else [
-        (section.get('label', f'eval{i}'), {k: v for k, v in section.items() if k != 'label'})
-        for i, section in enumerate(config.eval_loaders or [])
-    ]
-    eval_loaders = [(label, build_loader(section, tokenizer, config.device_eval_batch_size,
-                                         f'eval_loaders.{label}' if label else 'eval_loader'))
-                    for label, section in eval_sections]
+    eval_loaders = [(label, build_loader(section, tokenizer, config.device_eval_batch_size, path))
+                    for label, path, section in eval_sections(config)]
     optimizer = build_optimizer(config.optimizer, model)
 
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(resolved))
@@ -189,6 +163,7 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
     saver = CheckpointSaver(config, run_name, config_yaml) if config.save_folder else None
     if saver and resumed_from and config.autoresume:
         saver.last_saved = state.timestamp  # a restart after the end must not re-save the final checkpoint
+        saver.last_path = resumed_from
     return Trainer(config, state, train_loader, eval_loaders, build_callbacks(config.callbacks), logger, saver)
 
 

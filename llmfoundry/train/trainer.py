@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import logging
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from .events import Callback, MetricLogger, TrainState
 from .fault_injection import inject_faults
 from .metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
 from .preemption import StopSignals
+from .summary import run_summary
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +228,7 @@ class Trainer:
 
     def _fit(self) -> TrainState:
         state = self.state
+        started = time.monotonic()
         state.model.train()
         self._event('fit_start')
         if self.config.eval_first and self.eval_loaders:
@@ -243,6 +246,7 @@ class Trainer:
             self.saver.save(state, self.train_loader)  # the end of training is always checkpointed
         self._event('fit_end')
         self.logger.close()
+        log.info(run_summary(state, self.saver.last_path if self.saver else None, time.monotonic() - started))
         return state
 
     def _run_epoch(self) -> bool:

@@ -1,10 +1,12 @@
-"""End to end on a real text+code corpus: the tiny YAML trains, and 2 ranks reach 1 rank's losses."""
+"""End to end on a real text+code corpus: the tiny YAML trains, and 2 ranks reach 1 rank's losses.
+
+The MDS shards (`mds_dir`) come from tests/train/conftest.py.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,20 +17,10 @@ import pytest
 import yaml
 from ranks import free_port
 
-from llmfoundry.data.prep.cli import main as data_prep
 from llmfoundry.train.entry import main as train
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_YAML = REPO / 'yamls' / 'pretrain' / 'mpt-tiny-cpu.yaml'
-
-
-@pytest.fixture(scope='module')
-def mds_dir(corpus_dir: Path, tokenizer_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp('mds')
-    assert data_prep(['convert_text_to_mds', '--input_folder', str(corpus_dir), '--output_folder', str(out / 'train'),
-                      '--concat_tokens', '64', '--tokenizer', tokenizer_dir, '--eos_text', '<|endoftext|>']) == 0
-    shutil.copytree(out / 'train', out / 'val')
-    return out
 
 
 MPT_SIZE = ['model.vocab_size=1024', 'model.d_model=64', 'model.n_layers=2']

@@ -12,12 +12,14 @@ from .checkpointer import (
     SaveSettings,
     find_latest,
     load,
+    newest_complete,
     read_config_text,
     save,
 )
 from .errors import CheckpointError
+from .formats import check_readable
 
 __all__ = [
-    'CONSOLIDATED_FILE', 'CheckpointError', 'CheckpointParts', 'Restored', 'SaveSettings', 'find_latest', 'load',
-    'read_config_text', 'save',
+    'CONSOLIDATED_FILE', 'CheckpointError', 'CheckpointParts', 'Restored', 'SaveSettings',
+    'check_readable', 'find_latest', 'load', 'newest_complete', 'read_config_text', 'save',
 ]

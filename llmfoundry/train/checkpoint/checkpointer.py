@@ -47,7 +47,7 @@ from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.time import Timestamp
 from llmfoundry.config.validation import ConfigError
 
-from . import composer, layout, rng, storage
+from . import composer, formats, layout, rng, storage
 from .errors import CheckpointError
 
 T = TypeVar('T')
@@ -149,14 +149,9 @@ def load(
     Works on any world size: DCP reshards model and optimizer state to the current sharding. `strict=False`
     tolerates model parameters missing from the checkpoint (load_strict_model_weights).
     """
-    if composer.is_composer_checkpoint(path):
-        return _load_composer(path, model, weights_only=weights_only, strict=strict)
-    found = layout.problems(path)
-    marker = layout.read_marker(path)
+    marker = formats.check_readable(path)
     if marker is None:
-        found.append(f'{layout.COMPLETE} is missing (the save was interrupted)')
-    if found:
-        raise CheckpointError(f'checkpoint {path} cannot be loaded: ' + '; '.join(found))
+        return _load_composer(path, model, weights_only=weights_only, strict=strict)
     if marker['weights_only'] and not weights_only:
         raise CheckpointError(f'checkpoint {path} holds model weights only; load it with load_weights_only: true.')
     saved_keys = set(layout.read_metadata(path).state_dict_metadata)
@@ -208,10 +203,11 @@ def find_latest(save_folder: str, *, rank: int = 0, world_size: int = 1) -> str 
     Follows `latest`; when it is missing or names a folder that is incomplete or damaged, falls back to the
     newest folder that is, with a warning for each folder passed over. Rank 0 decides for every rank.
     """
-    return _agreed(lambda: _newest_complete(save_folder), rank, world_size)
+    return _agreed(lambda: newest_complete(save_folder), rank, world_size)
 
 
-def _newest_complete(save_folder: str) -> str | None:
+def newest_complete(save_folder: str) -> str | None:
+    """find_latest's choice, made by this process alone (no collective): for checks before a run starts."""
     pointer = storage.join(save_folder, layout.LATEST)
     named = storage.read_text(pointer).strip() if storage.exists(pointer) else None
     marked = layout.marked_checkpoints(save_folder)

@@ -1,0 +1,58 @@
+"""Checks before a run builds anything: every path it reads or writes, and the tokenizer.
+
+A wrong path then fails in one line that names its config key, before a model is built or materialised and
+before anything is written (run folder, config.yaml, metrics.jsonl). Nothing is created by these checks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from llmfoundry.config.schema import TrainConfig
+from llmfoundry.config.validation import ConfigError, check_keys
+from llmfoundry.data.text_loader import check_local_data
+from llmfoundry.data.tokenizers import build_tokenizer
+
+from .checkpointing import check_load_path
+from .loaders import loader_sections
+from .trainer import run_folder_for
+
+TOKENIZER_KEYS = ('name', 'kwargs')
+
+
+def check_paths(config: TrainConfig, run_name: str) -> None:
+    """Data folders (or a remote to stream from), load_path, and the local folder the run writes to."""
+    tokenizer = str(config.tokenizer.get('name', 'YOUR_TOKENIZER'))
+    for path, section in loader_sections(config):
+        if section.get('name', 'text') == 'text':
+            check_local_data(section, path, tokenizer)
+    if config.load_path:
+        check_load_path(config.load_path, run_name)
+    local_save = config.save_folder and '://' not in config.save_folder
+    check_writable(run_folder_for(config, run_name), 'save_folder' if local_save else 'run folder')
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """`folder` exists as a writable folder or can be created (its nearest existing parent is writable)."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f'{key}={str(folder)!r}: {existing} is a file, not a folder.')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f'{key}={str(folder)!r}: {existing} is not writable by this user; choose another folder.')
+
+
+def load_tokenizer(section: dict[str, Any]) -> PreTrainedTokenizerBase:
+    """The `tokenizer:` section ({name, kwargs}) loaded; a missing folder or hub name is a ConfigError."""
+    check_keys(section, TOKENIZER_KEYS, 'tokenizer')
+    if not section.get('name'):
+        raise ConfigError('tokenizer.name is required: a local tokenizer folder or a Hugging Face hub name.')
+    try:
+        return build_tokenizer(section['name'], section.get('kwargs'))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"tokenizer.name={section['name']!r}: {error}") from error
