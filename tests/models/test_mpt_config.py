@@ -140,3 +140,11 @@ def test_alibi_slopes_follow_the_published_formula(n_heads, bias_max):
     assert alibi_slopes(n_heads, bias_max).tolist() == pytest.approx(_spec_slopes(n_heads, bias_max), rel=1e-7)
     if n_heads == 6:
         assert _spec_slopes(6, 8) == [1 / 4, 1 / 16, 1 / 64, 1 / 256, 1 / 2, 1 / 8]
+
+
+def test_a_misspelt_key_gets_the_nearest_keys_not_the_whole_list():
+    with pytest.raises(ValueError) as caught:
+        MPTConfig(d_modle=64)
+    assert str(caught.value) == "MPTConfig: unknown key 'd_modle'. Did you mean 'd_model'?"
+    with pytest.raises(ValueError, match=r"unknown key 'zzz'\. Valid keys here: attn_config, .*vocab_size\."):
+        MPTConfig(zzz=1)  # nothing is close: the valid keys are the useful answer

@@ -97,14 +97,19 @@ def _unsupported(path: str, value: Any, why: str = '') -> ValueError:
     return ValueError(f'MPTConfig: not supported: {path}={value!r}. {why}'.rstrip())
 
 
+def _unknown_key(key: str, allowed: list[str] | tuple[str, ...], path: str = '') -> ValueError:
+    """'unknown key' with the closest valid keys; the whole list only when it is short enough to read."""
+    close = difflib.get_close_matches(key, allowed, n=3)
+    hint = f" Did you mean '{close[0]}'?" if len(close) == 1 else (
+        f" Did you mean one of {', '.join(repr(c) for c in close)}?" if close else '')
+    listing = f" Valid keys here: {', '.join(sorted(allowed))}." if len(allowed) <= 12 or not close else ''
+    return ValueError(f"MPTConfig: unknown key '{path}{key}'.{hint}{listing}")
+
+
 def _check_keys(section: dict[str, Any], allowed: list[str] | tuple[str, ...], path: str) -> None:
     for key in section:
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ''
-            raise ValueError(
-                f"MPTConfig: unknown key '{path}{key}'.{hint} Valid keys here: {', '.join(sorted(allowed))}."
-            )
+            raise _unknown_key(key, allowed, path)
 
 
 def _merge(defaults: dict[str, Any], given: dict[str, Any] | None, path: str) -> dict[str, Any]:
@@ -204,9 +209,7 @@ class MPTConfig(PretrainedConfig):
             if key in allowed or key in ('tokenizer_name', 'layer_norm_epsilon'):
                 rest[key] = value
                 continue
-            close = difflib.get_close_matches(key, valid_here, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ''
-            raise ValueError(f"MPTConfig: unknown key '{key}'.{hint} Valid keys: {', '.join(valid_here)}.")
+            raise _unknown_key(key, valid_here)
         return rest
 
     @staticmethod
