@@ -20,11 +20,12 @@ import shlex
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from llmfoundry.data.stdlib_corpus import stdlib_sources
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / 'yamls' / 'pretrain' / 'mpt-tiny-cpu.yaml'
@@ -117,20 +118,6 @@ def clear_previous(layout: Layout) -> None:
 
 
 # ----- 1. corpus ---------------------------------------------------------------------------------------------
-def stdlib_sources(total_bytes: int, max_file_bytes: int) -> list[Path]:
-    """Top-level stdlib modules in name order (a stable corpus on one Python version), up to total_bytes."""
-    root = Path(sysconfig.get_paths()['stdlib'])
-    chosen, size = [], 0
-    for path in sorted(root.glob('*.py')):
-        n = path.stat().st_size
-        if 200 < n <= max_file_bytes:
-            chosen.append(path)
-            size += n
-            if size >= total_bytes:
-                break
-    return chosen
-
-
 def build_corpus(plan: Plan, corpus: Path) -> dict[str, int]:
     """One .txt document per module in corpus/train and corpus/val (every VAL_EVERY-th file held out)."""
     counts = {'train': 0, 'val': 0, 'bytes': 0}

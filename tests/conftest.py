@@ -34,7 +34,7 @@ VOCAB_SIZE = 800
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of .txt files, one stdlib module each (code with English docstrings and comments)."""
     out = tmp_path_factory.mktemp('corpus')
-    from llmfoundry.quickstart import stdlib_sources
+    from llmfoundry.data.stdlib_corpus import stdlib_sources
 
     for path in stdlib_sources(CORPUS_BYTES, MAX_FILE_BYTES):
         (out / f'{path.stem}.txt').write_text(path.read_text(encoding='utf-8'), encoding='utf-8')

@@ -1,4 +1,4 @@
-"""Training callbacks; importing this package registers them under their YAML names (llm-foundry's)."""
+"""Training callbacks, each registered under its YAML name (llm-foundry's) in llmfoundry/registry.py."""
 
 from .generate import Generate
 from .hf_checkpointer import HuggingFaceCheckpointer

@@ -22,7 +22,7 @@ from transformers import GenerationConfig
 
 from llmfoundry.config.time import Time, Timestamp, crossed
 from llmfoundry.config.validation import ConfigError, check_keys
-from llmfoundry.train.events import Callback, MetricLogger, TrainState, callbacks
+from llmfoundry.interfaces import Callback, MetricLogger, TrainState
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ def _interval(interval: str | int | None, batch_log_interval: int | None) -> Tim
     return Time.parse(interval, 'callbacks.generate.interval')
 
 
-@callbacks.register('generate')
 class Generate(Callback):
     def __init__(self, prompts: list[str], interval: str | int | None = None, batch_log_interval: int | None = None,
                  batch_size: int | None = None, **generate_kwargs: Any) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -20,15 +18,14 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 
 from llmfoundry.config.time import Time, Timestamp, crossed
 from llmfoundry.config.validation import ConfigError
+from llmfoundry.interfaces import Callback, MetricLogger, TrainState
 from llmfoundry.models.mpt import MPTForCausalLM
-from llmfoundry.train.events import Callback, MetricLogger, TrainState, callbacks
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ('float32', 'bfloat16')
 
 
-@callbacks.register('hf_checkpointer')
 class HuggingFaceCheckpointer(Callback):
     def __init__(self, save_folder: str, save_interval: str | int, precision: str = 'bfloat16',
                  overwrite: bool = False) -> None:
@@ -95,17 +92,6 @@ class HuggingFaceCheckpointer(Callback):
             clone = MPTForCausalLM(config)
         clone.load_state_dict(full, assign=True)
         clone.config.init_device = 'cpu'
-        staged = out.with_name(f'.{out.name}.staged-{os.getpid()}')  # export_to_hf itself writes atomically
-        try:
-            export_to_hf(clone, staged, dtype=self.precision, tokenizer=tokenizer)
-            if out.exists():  # overwrite: swap in the new folder, then drop the old one
-                old = out.with_name(f'.{out.name}.old-{os.getpid()}')
-                os.replace(out, old)
-                os.replace(staged, out)
-                shutil.rmtree(old)
-            else:
-                os.replace(staged, out)
-        finally:
-            if staged.exists():
-                shutil.rmtree(staged)
+        # export_to_hf writes atomically; with overwrite, an existing folder is swapped out in one rename.
+        export_to_hf(clone, out, dtype=self.precision, tokenizer=tokenizer, overwrite=self.overwrite)
         log.info('hf_checkpointer: wrote %s', out)

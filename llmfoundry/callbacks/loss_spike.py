@@ -13,12 +13,11 @@ import logging
 import math
 from collections import deque
 
-from llmfoundry.train.events import Callback, MetricLogger, TrainState, callbacks
+from llmfoundry.interfaces import Callback, MetricLogger, TrainState
 
 log = logging.getLogger(__name__)
 
 
-@callbacks.register('loss_spike')
 class LossSpike(Callback):
     def __init__(self, window_size: int = 100, threshold: float = 5.0, patience: int = 4) -> None:
         if window_size < 1 or patience < 1 or threshold <= 1:

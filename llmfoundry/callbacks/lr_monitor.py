@@ -6,10 +6,9 @@ optimizer step just used.
 
 from __future__ import annotations
 
-from llmfoundry.train.events import Callback, MetricLogger, TrainState, callbacks
+from llmfoundry.interfaces import Callback, MetricLogger, TrainState
 
 
-@callbacks.register('lr_monitor')
 class LRMonitor(Callback):
     def batch_end(self, state: TrainState, logger: MetricLogger) -> None:
         name = type(state.optimizer).__name__

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from llmfoundry.train.events import Callback, MetricLogger, TrainState, callbacks
+from llmfoundry.interfaces import Callback, MetricLogger, TrainState
 
 _GB = 1e9
 
@@ -52,7 +52,6 @@ def process_memory(status_file: Path = Path('/proc/self/status')) -> dict[str, f
     return metrics
 
 
-@callbacks.register('memory_monitor')
 class MemoryMonitor(Callback):
     def batch_end(self, state: TrainState, logger: MetricLogger) -> None:
         device = state.dist.device

@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 import math
 
-from llmfoundry.train.events import Callback, MetricLogger, TrainState, callbacks
+from llmfoundry.interfaces import Callback, MetricLogger, TrainState
 
 log = logging.getLogger(__name__)
 
 
-@callbacks.register('nan_monitor')
 class NaNMonitor(Callback):
     def batch_end(self, state: TrainState, logger: MetricLogger) -> None:
         if math.isfinite(state.loss):

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import torch
 
-from llmfoundry.train.events import Callback, MetricLogger, TrainState, callbacks
+from llmfoundry.interfaces import Callback, MetricLogger, TrainState
 
 
 def _norms(named: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {f'{prefix}/{name}': torch.linalg.vector_norm(t.detach().float()) for name, t in named.items()}
 
 
-@callbacks.register('optimizer_monitor')
 class OptimizerMonitor(Callback):
     def __init__(self, log_optimizer_metrics: bool = True, batch_log_interval: int = 10) -> None:
         if batch_log_interval < 1:

@@ -13,12 +13,11 @@ import time
 from collections.abc import Callable
 
 from llmfoundry.config.time import Timestamp, TimeUnit, fraction_complete
-from llmfoundry.train.events import Callback, MetricLogger, TrainState, callbacks
+from llmfoundry.interfaces import Callback, MetricLogger, TrainState
 
 from ._wall_time import seconds_per
 
 
-@callbacks.register('runtime_estimator')
 class RuntimeEstimator(Callback):
     def __init__(self, skip_batches: int = 1, time_unit: str = 'hours') -> None:
         if skip_batches < 0:

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import torch
 
+from llmfoundry.interfaces import Callback, MetricLogger, TrainState
 from llmfoundry.models.accounting import flops_per_token
 from llmfoundry.models.mpt.configuration_mpt import MPTConfig
-from llmfoundry.train.events import Callback, MetricLogger, TrainState, callbacks
 
 from ._wall_time import seconds_per
 from .peak_flops import peak_flops
@@ -40,7 +40,6 @@ def device_peak_flops(state: TrainState) -> float | None:
     return peak_flops(torch.cuda.get_device_name(device), state.config.precision)
 
 
-@callbacks.register('speed_monitor')
 class SpeedMonitor(Callback):
     def __init__(self, window_size: int = 100, gpu_flops_available: float | None = None,
                  time_unit: str = 'hours') -> None:

@@ -41,6 +41,15 @@ def close_matches(key: str, allowed: list[str]) -> list[str]:
     return [name for ratio, name in scored[:MAX_SUGGESTIONS] if ratio >= max(0.6, best - SUGGESTION_SPREAD)]
 
 
+def did_you_mean(quoted: list[str]) -> str:
+    """"; did you mean 'a'?" or "; did you mean 'a', 'b' or 'c'?" for already-quoted names; '' for none."""
+    if not quoted:
+        return ''
+    if len(quoted) == 1:
+        return f'; did you mean {quoted[0]}?'
+    return f"; did you mean {', '.join(quoted[:-1])} or {quoted[-1]}?"
+
+
 def unknown_key_error(key: str, allowed: list[str], path: str, hint: str = '') -> ConfigError:
     """`unknown key 'a.b'; did you mean 'a.c'?`; the accepted keys are listed only when there are few, and `hint`
     only follows a key that resembles none."""
@@ -48,10 +57,7 @@ def unknown_key_error(key: str, allowed: list[str], path: str, hint: str = '') -
         return f"'{path}.{name}'" if path else f"'{name}'"
 
     close = [full(name) for name in close_matches(key, allowed)]
-    suggestion = ''
-    if close:
-        suggestion = f'; did you mean {close[0]}?' if len(close) == 1 else (
-            f"; did you mean {', '.join(close[:-1])} or {close[-1]}?")
+    suggestion = did_you_mean(close)
     if len(allowed) <= MAX_LISTED_KEYS:
         listing = f" (accepted: {', '.join(allowed)})."
     elif close:

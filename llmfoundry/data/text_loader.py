@@ -23,8 +23,8 @@ import torch
 from streaming import Stream, StreamingDataLoader, StreamingDataset
 from transformers import PreTrainedTokenizerBase
 
+from llmfoundry import storage
 from llmfoundry.config.validation import ConfigError, check_keys
-from llmfoundry.data import storage
 from llmfoundry.data.collate import TextCollator
 from llmfoundry.data.config_keys import to_plain
 from llmfoundry.data.shm import clean_stale_streaming_shm

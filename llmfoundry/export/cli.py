@@ -34,9 +34,9 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help or a usage error: report its status instead of exiting the caller
         return int(exc.code or 0)
     # Heavy imports only once the arguments are valid, so --help stays fast.
-    from llmfoundry.train.checkpoint import CheckpointError
+    from llmfoundry.train.checkpoint import CheckpointError, is_training_checkpoint
 
-    from .from_checkpoint import is_training_checkpoint, model_from_checkpoint, resolve_run_folder
+    from .from_checkpoint import model_from_checkpoint, resolve_run_folder
     from .from_hf import convert_from_hf
     from .to_hf import export_to_hf
 

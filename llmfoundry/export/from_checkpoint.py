@@ -14,16 +14,9 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from llmfoundry.models.builders import build_model
 from llmfoundry.models.mpt import MPTForCausalLM
-from llmfoundry.models.registry import build_model
 from llmfoundry.train import checkpoint
-from llmfoundry.train.checkpoint import composer, layout, storage
-
-
-def is_training_checkpoint(src: str | Path) -> bool:
-    """A DCP checkpoint folder (ours or Composer's) or a Composer `.pt`, as opposed to a Hugging Face folder."""
-    src = str(src)
-    return src.endswith('.pt') or storage.exists(storage.join(src, layout.METADATA))
 
 
 def resolve_run_folder(src: str | Path) -> str:
@@ -32,7 +25,7 @@ def resolve_run_folder(src: str | Path) -> str:
     A run folder is a training `save_folder`: it holds `latest` next to one folder per checkpoint.
     """
     src = str(src)
-    if not storage.exists(storage.join(src, layout.LATEST)):
+    if not checkpoint.is_run_folder(src):
         return src
     found = checkpoint.find_latest(src)
     if found is None:
@@ -43,7 +36,7 @@ def resolve_run_folder(src: str | Path) -> str:
 def model_from_checkpoint(src: str | Path, config_yaml: str | Path | None = None) -> MPTForCausalLM:
     """The model saved in checkpoint `src`, on CPU, built from `config_yaml` or else from the stored config."""
     src = str(src)
-    is_composer = composer.is_composer_checkpoint(src)
+    is_composer = checkpoint.is_composer_checkpoint(src)
     if config_yaml is not None:
         config_text = Path(config_yaml).read_text(encoding='utf-8')
     elif is_composer:

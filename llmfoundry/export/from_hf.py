@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from transformers import GenerationConfig
 
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
+from llmfoundry.models.mpt.configuration_mpt import REMOTE_MODEL_TYPE, config_kind
+from llmfoundry.storage import atomic_folder
 
-from .folders import atomic_folder, copy_tokenizer_files, has_tokenizer
 from .llama import from_llama_config, from_llama_weights
 from .mpt_native import from_native_mpt_config
-from .remote_code import REMOTE_MODEL_TYPE
+from .tokenizer_files import copy_tokenizer_files, has_tokenizer
 from .weights import StateDict, cast, read_state_dict
 
 SourceKind = Literal['llmfoundry', 'native_mpt', 'llama']
@@ -35,17 +36,10 @@ def read_config(src: str | Path) -> dict[str, Any]:
 
 def source_kind(config: dict[str, Any]) -> SourceKind:
     """Which semantics a config.json has: llm-foundry's MPT (ours, mosaicml's, our remote code), native MPT, Llama."""
-    model_type, architectures = config.get('model_type'), config.get('architectures') or []
-    if model_type == 'llama':
-        return 'llama'
-    if model_type == REMOTE_MODEL_TYPE:
-        return 'llmfoundry'
-    if model_type == 'mpt':
-        if 'MptForCausalLM' in architectures:
-            return 'native_mpt'
-        if 'auto_map' in config or 'MPTForCausalLM' in architectures or 'ffn_config' in config:
-            return 'llmfoundry'
-        return 'native_mpt'
+    kind = config_kind(config)
+    if kind in get_args(SourceKind):
+        return kind
+    model_type = config.get('model_type')
     raise ValueError(f"Cannot import model_type={model_type!r}: supported are 'mpt' (llm-foundry, mosaicml or "
                      f"transformers-native) and 'llama' folders, and our '{REMOTE_MODEL_TYPE}' exports.")
 
@@ -90,16 +84,20 @@ def convert_from_hf(src: str | Path, out_dir: str | Path, dtype: torch.dtype | N
     return kind
 
 
-def load_foreign_folder(path: str | Path, **kwargs: Any) -> MPTForCausalLM | None:
-    """For MPTForCausalLM.from_pretrained: import a local native-MPT or Llama folder; None for anything else.
+def load_model(path: str | Path, **kwargs: Any) -> MPTForCausalLM:
+    """Our MPTForCausalLM from any folder `llmfoundry convert from-hf` reads.
 
-    Only dtype (or torch_dtype) is honoured; other from_pretrained options are refused rather than ignored.
+    llm-foundry's and mosaicml's MPT folders and our remote-code exports load through
+    MPTForCausalLM.from_pretrained, with all of its options. Transformers-native MPT and Llama folders are
+    converted (identical logits); for those only dtype (or torch_dtype) is honoured, and other options are
+    refused rather than ignored.
     """
-    if not (Path(path) / 'config.json').is_file() or source_kind(read_config(path)) == 'llmfoundry':
-        return None
+    config_file = Path(path) / 'config.json'
+    if not config_file.is_file() or source_kind(read_config(path)) == 'llmfoundry':
+        return MPTForCausalLM.from_pretrained(path, **kwargs)
     dtype, torch_dtype = kwargs.pop('dtype', None), kwargs.pop('torch_dtype', None)
     dtype = dtype or torch_dtype
     if kwargs:
-        raise ValueError(f"from_pretrained options {sorted(kwargs)} are not supported for {path}: it is imported "
-                         'by llmfoundry.export (only dtype is).')
+        raise ValueError(f'options {sorted(kwargs)} are not supported for {path}: it is converted by '
+                         'llmfoundry.export (only dtype is).')
     return import_from_hf(path, None if dtype == 'auto' else dtype)

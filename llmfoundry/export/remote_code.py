@@ -14,8 +14,8 @@ from typing import Any
 
 import llmfoundry.models.mpt as mpt_package
 from llmfoundry.models.mpt import MPTConfig
+from llmfoundry.models.mpt.configuration_mpt import REMOTE_MODEL_TYPE
 
-REMOTE_MODEL_TYPE = 'llmfoundry_mpt'
 ENTRY_FILES = ('configuration_mpt.py', 'modeling_mpt.py')
 AUTO_MAP = {
     'AutoConfig': 'configuration_mpt.MPTConfig',

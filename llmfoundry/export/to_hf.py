@@ -11,13 +11,14 @@ import torch
 from transformers import LlamaConfig, MptConfig, PreTrainedTokenizerBase
 
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
+from llmfoundry.storage import atomic_folder, check_empty_destination
 
-from .folders import atomic_folder, check_empty_destination, copy_tokenizer_files, has_tokenizer
 from .from_hf import import_from_hf
 from .llama import to_llama_config, to_llama_weights
 from .mpt_native import to_native_mpt_config, to_native_mpt_weights
 from .native import Format, choose_format
 from .remote_code import remote_config_dict, write_modeling_files
+from .tokenizer_files import copy_tokenizer_files, has_tokenizer
 from .weights import StateDict, cast, write_safetensors
 
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
@@ -68,14 +69,17 @@ def export_to_hf(
     max_seq_len: int | None = None,
     tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
     remote_code: bool = False,
+    overwrite: bool = False,
 ) -> Format:
     """Write `out_dir` as a Hugging Face folder and return its format: 'mpt', 'llama' or 'remote_code'.
 
     `model_or_dir` is a model or any folder `import_from_hf` reads; a folder's tokenizer files and
     generation_config.json travel along. `tokenizer` (a folder or a tokenizer object) overrides them.
     `dtype` defaults to the weights' own. `remote_code=True` writes remote code even where a native class fits.
+    `out_dir` must be absent or empty unless `overwrite`: then an existing folder is replaced in one swap.
     """
-    check_empty_destination(out_dir)
+    if not overwrite:
+        check_empty_destination(out_dir)
     src_dir = None
     if isinstance(model_or_dir, MPTForCausalLM):
         model = model_or_dir
@@ -86,7 +90,7 @@ def export_to_hf(
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype or next(model.parameters()).dtype
     fmt = 'remote_code' if remote_code else choose_format(model.config)
     config_dict = _config_dict(fmt, model.config, check_max_seq_len(model.config, max_seq_len))
-    with atomic_folder(out_dir) as tmp:
+    with atomic_folder(out_dir, replace=overwrite) as tmp:
         _write_config(tmp, config_dict, dtype)
         if fmt == 'remote_code':
             write_modeling_files(tmp)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmfoundry.config.time import Timestamp
-from llmfoundry.train.events import LoggerDestination, loggers
+from llmfoundry.interfaces import LoggerDestination
 
 from ._optional import import_extra
 
@@ -39,7 +39,6 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-@loggers.register('mlflow')
 class MLFlowLogger(LoggerDestination):
     def __init__(self, experiment_name: str | None = None, tracking_uri: str | None = None,
                  run_name: str | None = None, *, run_folder: Path, default_name: str) -> None:

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from llmfoundry.config.time import Timestamp
-from llmfoundry.train.events import LoggerDestination, loggers
+from llmfoundry.interfaces import LoggerDestination
 
 from ._optional import import_extra
 
 
-@loggers.register('tensorboard')
 class TensorBoardLogger(LoggerDestination):
     def __init__(self, log_dir: str | None = None, flush_interval: int = 100, *, run_folder: Path,
                  default_name: str) -> None:

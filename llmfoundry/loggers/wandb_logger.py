@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from llmfoundry.config.time import Timestamp
-from llmfoundry.train.events import LoggerDestination, loggers
+from llmfoundry.interfaces import LoggerDestination
 
 from ._optional import import_extra
 
 
-@loggers.register('wandb')
 class WandBLogger(LoggerDestination):
     def __init__(self, project: str | None = None, entity: str | None = None, name: str | None = None,
                  group: str | None = None, tags: list[str] | None = None, log_artifacts: bool = False,

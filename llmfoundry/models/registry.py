@@ -1,65 +1,15 @@
-"""The `model:` section of a training YAML -> a causal LM (`name` picks the builder)."""
+"""Deprecated alias: the model builders moved to `llmfoundry.models.builders`, the `models` registry to
+`llmfoundry.registry`."""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+import warnings
 
-from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
+from llmfoundry.registry import models
 
-from llmfoundry.config.validation import ConfigError
-from llmfoundry.registry import Registry
+from .builders import LOSS_FNS, build_hf_causal_lm, build_model, build_mpt_causal_lm
 
-from .mpt import MPTConfig, MPTForCausalLM
+__all__ = ['LOSS_FNS', 'build_hf_causal_lm', 'build_model', 'build_mpt_causal_lm', 'models']
 
-log = logging.getLogger(__name__)
-
-models: Registry[nn.Module] = Registry('models')
-
-# Keys the trainer reads from the model section; they are not model hyperparameters.
-TRAINER_MODEL_KEYS = ('name', 'loss_fn')
-LOSS_FNS = ('fused_crossentropy', 'torch_crossentropy')
-
-
-@models.register('mpt_causal_lm')
-def build_mpt_causal_lm(**config: Any) -> MPTForCausalLM:
-    """llm-foundry's MPT: every other key of the section is an MPTConfig key."""
-    try:
-        return MPTForCausalLM(MPTConfig(**config))
-    except ValueError as error:
-        raise ConfigError(str(error).replace('MPTConfig: ', 'model: ')) from error
-
-
-@models.register('hf_causal_lm')
-def build_hf_causal_lm(
-    pretrained_model_name_or_path: str,
-    pretrained: bool = True,
-    config_overrides: dict[str, Any] | None = None,
-    trust_remote_code: bool = False,
-    init_device: str = 'cpu',
-) -> nn.Module:
-    """Any transformers causal LM by hub name or local folder; `pretrained: false` starts from random weights."""
-    config = AutoConfig.from_pretrained(pretrained_model_name_or_path, trust_remote_code=trust_remote_code)
-    for key, value in (config_overrides or {}).items():
-        if not hasattr(config, key):
-            raise ConfigError(f"model.config_overrides.{key}: {type(config).__name__} has no attribute '{key}'.")
-        setattr(config, key, value)
-    if pretrained:
-        return AutoModelForCausalLM.from_pretrained(pretrained_model_name_or_path, config=config,
-                                                    trust_remote_code=trust_remote_code)
-    return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-
-
-def build_model(section: dict[str, Any]) -> nn.Module:
-    section = dict(section)
-    name = section.pop('name', None)
-    if name is None:
-        raise ConfigError(f"model.name is required; registered: {', '.join(models.names())}.")
-    loss_fn = section.pop('loss_fn', None)
-    if loss_fn is not None and loss_fn not in LOSS_FNS:
-        raise ConfigError(f"model.loss_fn={loss_fn!r} is invalid; allowed: {', '.join(LOSS_FNS)}.")
-    if loss_fn == 'fused_crossentropy':
-        log.warning("model.loss_fn='fused_crossentropy': computing torch's cross-entropy (same values; "
-                    "flash-attn's fused kernel is not used).")
-    return models.build(name, section, path='model')
+warnings.warn('llmfoundry.models.registry is deprecated: import build_model from llmfoundry.models.builders and the '
+              'models registry from llmfoundry.registry.', DeprecationWarning, stacklevel=2)

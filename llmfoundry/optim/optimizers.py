@@ -7,8 +7,9 @@ each update every parameter is multiplied by ``1 - weight_decay * lr_t / lr_0``,
 shape but not the lr's magnitude: weight_decay=1e-5 removes 1e-5 of every weight per step at peak lr. (torch's AdamW
 decays by ``lr_t * weight_decay`` instead, so the same number there is about 1/lr times weaker.)
 
-`OPTIMIZERS` maps a YAML name to a factory ``(param_groups, **kwargs) -> Optimizer``; the keyword parameters of the
-factory's signature are the keys the YAML section may carry, so a plugin registers an optimizer by adding one entry.
+The `optimizers` registry (llmfoundry/registry.py) maps a YAML name to a factory ``(param_groups, **kwargs) ->
+Optimizer``; the keyword parameters of the factory's signature are the keys the YAML section may carry, so a plugin
+adds an optimizer with one registry entry.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import torch
 from torch.optim import Optimizer
 
 from llmfoundry.config.validation import check_keys
-from llmfoundry.optim._config import lookup
+from llmfoundry.registry import optimizers
 
 log = logging.getLogger(__name__)
 
-__all__ = ['OPTIMIZERS', 'DecoupledAdamW', 'DecoupledLionW', 'build_optimizer']
+__all__ = ['DecoupledAdamW', 'DecoupledLionW', 'build_optimizer', 'torch_adamw']
 
 
 def _schedule_multiplier(group: Mapping[str, Any]) -> float:
@@ -150,9 +151,9 @@ class DecoupledLionW(_DecoupledOptimizer):
         torch._foreach_add_(exp_avgs, grads, alpha=1 - beta2)
 
 
-def _torch_adamw(params: list[dict[str, Any]], lr: float = 1e-3, betas: Iterable[float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, maximize: bool = False,
-                 foreach: bool | None = None, fused: bool | None = None) -> Optimizer:
+def torch_adamw(params: list[dict[str, Any]], lr: float = 1e-3, betas: Iterable[float] = (0.9, 0.999),
+                eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, maximize: bool = False,
+                foreach: bool | None = None, fused: bool | None = None) -> Optimizer:
     """torch.optim.AdamW (decay scaled by lr); its fused kernel by default when every parameter is on CUDA, which
     replaces several kernel launches per tensor with one per step."""
     if fused is None and foreach is None:
@@ -161,12 +162,6 @@ def _torch_adamw(params: list[dict[str, Any]], lr: float = 1e-3, betas: Iterable
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                              maximize=maximize, foreach=foreach, fused=fused)
 
-
-OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
-    'decoupled_adamw': DecoupledAdamW,
-    'decoupled_lionw': DecoupledLionW,
-    'adamw': _torch_adamw,
-}
 
 _SECTION_KEYS = ('name', 'param_groups', 'disable_grad')
 
@@ -227,7 +222,7 @@ def build_optimizer(cfg: Mapping[str, Any], model: torch.nn.Module) -> Optimizer
     Every group carries `initial_lr` (its lr as built), which `llmfoundry.optim.schedulers.apply_lr` multiplies by the
     schedule. `disable_grad` is applied to `model` here (requires_grad=False on matching names).
     """
-    name, factory = lookup(cfg, OPTIMIZERS, 'optimizer')
+    name, factory = optimizers.get_named(cfg, 'optimizer')
     kwarg_names = _kwarg_names(factory)
     check_keys(cfg, [*_SECTION_KEYS, *kwarg_names], 'optimizer')
     if 'disable_grad' in cfg:

@@ -34,15 +34,15 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from torch.optim import Optimizer
 
 from llmfoundry.config.time import Time, Timestamp, TimeUnit
 from llmfoundry.config.validation import check_keys
-from llmfoundry.optim._config import lookup
+from llmfoundry.registry import schedulers
 
-__all__ = ['SCHEDULERS', 'Scheduler', 'apply_lr', 'build_scheduler']
+__all__ = ['Scheduler', 'apply_lr', 'build_scheduler']
 
 _ONE_DUR = Time(1.0, TimeUnit.DURATION)
 
@@ -99,24 +99,49 @@ def _same_unit(a: Time, b: Time, names: str) -> None:
         raise ValueError(f'scheduler {names} must be in one unit after conversion, got {a} and {b}.')
 
 
-def _warmup_then(clock: _Clock, t_warmup: Time, t_max: Time, peak: float) -> float | None:
-    """The warmup multiplier while t < t_warmup, else None; also Composer's checks on t_warmup and t_max."""
-    _same_unit(t_warmup, t_max, 't_warmup and t_max')
-    run = clock.convert(_ONE_DUR, 'max_duration')
-    if t_max.unit is run.unit and t_max.value < run.value:
-        raise ValueError(f'scheduler.t_max ({t_max}) must not be shorter than max_duration ({run}).')
-    t = clock.now(t_warmup.unit)
-    return peak * t / t_warmup.value if t < t_warmup.value else None
-
-
-def _post_warmup_fraction(clock: _Clock, t_warmup: Time, t_max: Time) -> float:
-    if t_max.value <= t_warmup.value:
+def _fraction(t: int, start: Time, end: Time) -> float:
+    """How far t is from start to end, clamped to 1; 0 when the span is empty."""
+    if end.value <= start.value:
         return 0.0
-    return min(1.0, (clock.now(t_warmup.unit) - t_warmup.value) / (t_max.value - t_warmup.value))
+    return min(1.0, (t - start.value) / (end.value - start.value))
 
 
 @dataclass(frozen=True)
-class LinearWithWarmup:
+class _WithWarmup:
+    """What every schedule does on each evaluation (the template `__call__`): convert its Time fields named in
+    `TIMES`, `check` them, rise linearly from 0 to `peak` while t < t_warmup, then return `after_warmup`."""
+
+    TIMES: ClassVar[tuple[str, ...]] = ('t_warmup', 't_max')
+
+    def __call__(self, timestamp: Timestamp, max_duration: Time, batches_per_epoch: int | None = None) -> float:
+        clock = _Clock(timestamp, max_duration, batches_per_epoch)
+        times = dict(zip(self.TIMES, clock.fields(self, *self.TIMES)))
+        self.check(clock, **times)
+        t_warmup = times['t_warmup']
+        t = clock.now(t_warmup.unit)
+        if t < t_warmup.value:
+            return self.peak * t / t_warmup.value
+        return self.after_warmup(t, **times)
+
+    @property
+    def peak(self) -> float:
+        """The multiplier warmup rises to: the schedule's first value after warmup."""
+        return 1.0
+
+    def check(self, clock: _Clock, t_warmup: Time, t_max: Time, **times: Time) -> None:
+        """Composer's checks: t_warmup and t_max in one unit, t_max not ending before max_duration."""
+        _same_unit(t_warmup, t_max, 't_warmup and t_max')
+        run = clock.convert(_ONE_DUR, 'max_duration')
+        if t_max.unit is run.unit and t_max.value < run.value:
+            raise ValueError(f'scheduler.t_max ({t_max}) must not be shorter than max_duration ({run}).')
+
+    def after_warmup(self, t: int, **times: Time) -> float:
+        """The multiplier at t (in t_warmup's unit, t >= t_warmup), given the converted `TIMES`."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class LinearWithWarmup(_WithWarmup):
     """linear_decay_with_warmup: warmup to alpha_i, then linear from alpha_i to alpha_f by t_max."""
 
     t_warmup: Time
@@ -125,31 +150,34 @@ class LinearWithWarmup:
     t_max: Time = _ONE_DUR
     scale_warmup: bool = False
 
-    def __call__(self, timestamp: Timestamp, max_duration: Time, batches_per_epoch: int | None = None) -> float:
-        clock = _Clock(timestamp, max_duration, batches_per_epoch)
-        t_warmup, t_max = clock.fields(self, 't_warmup', 't_max')
-        warm = _warmup_then(clock, t_warmup, t_max, self.alpha_i)
-        if warm is not None:
-            return warm
-        return self.alpha_i + (self.alpha_f - self.alpha_i) * _post_warmup_fraction(clock, t_warmup, t_max)
+    @property
+    def peak(self) -> float:
+        return self.alpha_i
+
+    def after_warmup(self, t: int, t_warmup: Time, t_max: Time) -> float:
+        return self.alpha_i + (self.alpha_f - self.alpha_i) * _fraction(t, t_warmup, t_max)
 
 
 @dataclass(frozen=True)
-class ConstantWithWarmup:
-    """constant_with_warmup: warmup to alpha, then alpha (Composer builds it as linear from alpha to alpha)."""
+class ConstantWithWarmup(_WithWarmup):
+    """constant_with_warmup: warmup to alpha, then alpha (Composer builds it as linear from alpha to alpha, which is
+    alpha at every step)."""
 
     t_warmup: Time
     alpha: float = 1.0
     t_max: Time = _ONE_DUR
     scale_warmup: bool = False
 
-    def __call__(self, timestamp: Timestamp, max_duration: Time, batches_per_epoch: int | None = None) -> float:
-        return LinearWithWarmup(self.t_warmup, self.alpha, self.alpha, self.t_max)(
-            timestamp, max_duration, batches_per_epoch)
+    @property
+    def peak(self) -> float:
+        return self.alpha
+
+    def after_warmup(self, t: int, t_warmup: Time, t_max: Time) -> float:
+        return self.alpha
 
 
 @dataclass(frozen=True)
-class CosineWithWarmup:
+class CosineWithWarmup(_WithWarmup):
     """cosine_with_warmup: warmup to 1, then half a cosine from 1 to alpha_f by t_max."""
 
     t_warmup: Time
@@ -157,19 +185,16 @@ class CosineWithWarmup:
     alpha_f: float = 0.0
     scale_warmup: bool = False
 
-    def __call__(self, timestamp: Timestamp, max_duration: Time, batches_per_epoch: int | None = None) -> float:
-        clock = _Clock(timestamp, max_duration, batches_per_epoch)
-        t_warmup, t_max = clock.fields(self, 't_warmup', 't_max')
-        warm = _warmup_then(clock, t_warmup, t_max, 1.0)
-        if warm is not None:
-            return warm
-        tau = _post_warmup_fraction(clock, t_warmup, t_max)
+    def after_warmup(self, t: int, t_warmup: Time, t_max: Time) -> float:
+        tau = _fraction(t, t_warmup, t_max)
         return self.alpha_f + (1 - self.alpha_f) * (1 + math.cos(math.pi * tau)) / 2
 
 
 @dataclass(frozen=True)
-class WarmupStableDecay:
+class WarmupStableDecay(_WithWarmup):
     """warmup_stable_decay: warmup to alpha_i, hold it, then linear to alpha_f over the last t_cooldown."""
+
+    TIMES: ClassVar[tuple[str, ...]] = ('t_warmup', 't_max', 't_cooldown')
 
     t_warmup: Time
     t_cooldown: Time
@@ -178,17 +203,18 @@ class WarmupStableDecay:
     alpha_f: float = 0.0
     scale_warmup: bool = False
 
-    def __call__(self, timestamp: Timestamp, max_duration: Time, batches_per_epoch: int | None = None) -> float:
-        clock = _Clock(timestamp, max_duration, batches_per_epoch)
-        t_warmup, t_max, t_cooldown = clock.fields(self, 't_warmup', 't_max', 't_cooldown')
+    @property
+    def peak(self) -> float:
+        return self.alpha_i
+
+    def check(self, clock: _Clock, t_warmup: Time, t_max: Time, t_cooldown: Time) -> None:
         _same_unit(t_cooldown, t_max, 't_cooldown and t_max')
         if t_warmup.value + t_cooldown.value > t_max.value:
             raise ValueError(f'scheduler t_warmup + t_cooldown ({t_warmup} + {t_cooldown}) exceeds t_max ({t_max}).')
-        warm = _warmup_then(clock, t_warmup, t_max, self.alpha_i)
-        if warm is not None:
-            return warm
+        super().check(clock, t_warmup, t_max)
+
+    def after_warmup(self, t: int, t_warmup: Time, t_max: Time, t_cooldown: Time) -> float:
         cooldown_start = t_max.value - t_cooldown.value
-        t = clock.now(t_max.unit)
         if t < cooldown_start:
             return self.alpha_i
         tau = min(1.0, (t - cooldown_start) / t_cooldown.value)
@@ -196,8 +222,10 @@ class WarmupStableDecay:
 
 
 @dataclass(frozen=True)
-class InverseSquareRootWithWarmup:
+class InverseSquareRootWithWarmup(_WithWarmup):
     """inv_sqrt_with_warmup (llm-foundry): warmup to 1, inverse-sqrt decay towards alpha_f_decay, linear cooldown."""
+
+    TIMES: ClassVar[tuple[str, ...]] = ('t_warmup', 't_scale', 't_cooldown', 't_max')
 
     t_warmup: Time
     t_scale: Time
@@ -215,16 +243,14 @@ class InverseSquareRootWithWarmup:
                 raise ValueError(f"scheduler.{name} cannot be in 'dur': this schedule is for continued training, "
                                  'where max_duration changes; use max_duration\'s unit.')
 
-    def __call__(self, timestamp: Timestamp, max_duration: Time, batches_per_epoch: int | None = None) -> float:
+    def check(self, clock: _Clock, **times: Time) -> None:
+        """llm-foundry's check instead of Composer's: the times are in max_duration's unit."""
         for name in ('t_warmup', 't_scale', 't_cooldown'):
-            if getattr(self, name).unit is not max_duration.unit:
+            if getattr(self, name).unit is not clock.max_duration.unit:
                 raise ValueError(f'scheduler.{name}={getattr(self, name)} must be in the unit of max_duration '
-                                 f'({max_duration}).')
-        clock = _Clock(timestamp, max_duration, batches_per_epoch)
-        t_warmup, t_scale, t_cooldown, t_max = clock.fields(self, 't_warmup', 't_scale', 't_cooldown', 't_max')
-        t = clock.now(t_warmup.unit)
-        if t < t_warmup.value:
-            return t / t_warmup.value
+                                 f'({clock.max_duration}).')
+
+    def after_warmup(self, t: int, t_warmup: Time, t_scale: Time, t_cooldown: Time, t_max: Time) -> float:
         cooldown_start = max(t_warmup.value, t_max.value - t_cooldown.value)
 
         def decayed(at: int) -> float:
@@ -240,15 +266,6 @@ class InverseSquareRootWithWarmup:
         return start + (self.alpha_f_cooldown - start) * tau
 
 
-SCHEDULERS: dict[str, type[Scheduler]] = {
-    'constant_with_warmup': ConstantWithWarmup,
-    'cosine_with_warmup': CosineWithWarmup,
-    'linear_decay_with_warmup': LinearWithWarmup,
-    'inv_sqrt_with_warmup': InverseSquareRootWithWarmup,
-    'warmup_stable_decay': WarmupStableDecay,
-}
-
-
 def _field_value(field: dataclasses.Field, value: Any, path: str) -> Any:
     """A YAML value for a scheduler field: times parsed as Composer time strings, numbers and flags type-checked."""
     if field.type == 'Time':
@@ -260,9 +277,9 @@ def _field_value(field: dataclasses.Field, value: Any, path: str) -> Any:
 
 
 def build_scheduler(cfg: Mapping[str, Any]) -> Scheduler:
-    """The schedule a YAML `scheduler:` section describes. Schedulers registered in `SCHEDULERS` are dataclasses
+    """The schedule a YAML `scheduler:` section describes. Entries of the `schedulers` registry are dataclasses
     whose fields are the YAML keys (fields typed `Time` take time strings); fields without a default are required."""
-    name, cls = lookup(cfg, SCHEDULERS, 'scheduler')
+    name, cls = schedulers.get_named(cfg, 'scheduler')
     fields = {f.name: f for f in dataclasses.fields(cls)}
     check_keys(cfg, ['name', *fields], 'scheduler')
     missing = [k for k, f in fields.items() if k not in cfg and f.default is dataclasses.MISSING]

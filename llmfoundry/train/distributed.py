@@ -9,27 +9,15 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from llmfoundry.config.validation import ConfigError
+from llmfoundry.interfaces import DistInfo
 
 T = TypeVar('T')
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 def init_distributed(timeout_s: float, device: str | None = None) -> DistInfo:

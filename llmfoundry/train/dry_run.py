@@ -18,13 +18,13 @@ from torch import nn
 
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.models.accounting import count_parameters, flops_per_token
+from llmfoundry.models.builders import build_model
 from llmfoundry.models.mpt import MPTConfig
-from llmfoundry.models.registry import build_model
 
 from .loaders import build_loader, loader_sections
 from .plan import plan_layout
+from .preflight import run_folder_for
 from .setup import check_inputs
-from .trainer import run_folder_for
 
 # The world a launcher describes: a dry run is one process whatever the launcher said.
 LAUNCHER_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'NODE_RANK', 'GROUP_RANK')

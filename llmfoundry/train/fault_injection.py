@@ -1,4 +1,5 @@
-"""Faults on demand, for tests of recovery (TESTING.md: injected, not timed):
+"""Faults on demand, so the recovery tests (tests/train/test_train_e2e.py) inject a failure at a chosen batch
+instead of timing one:
 
 - LLMFOUNDRY_CRASH_AFTER_BATCH=k: every rank exits abruptly (os._exit) after batch k and its checkpoint;
 - LLMFOUNDRY_STALL_AFTER_BATCH=r:k: rank r stops responding after batch k (a hung rank, e.g. a dead GPU).

@@ -5,11 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmfoundry.config.schema import TrainConfig
-from llmfoundry.data.text_loader import build_text_dataloader
-from llmfoundry.registry import Registry
-
-dataloaders: Registry[Any] = Registry('dataloaders')
-dataloaders.register('text')(build_text_dataloader)
+from llmfoundry.registry import dataloaders
 
 
 def eval_sections(config: TrainConfig) -> list[tuple[str, str, dict[str, Any]]]:
@@ -30,6 +26,5 @@ def loader_sections(config: TrainConfig) -> list[tuple[str, dict[str, Any]]]:
 
 def build_loader(section: dict[str, Any], tokenizer: Any, batch_size: int, path: str) -> Any:
     """The registered loader `section['name']` names (default 'text'); `path` names the section in errors."""
-    section = dict(section)
-    name = section.get('name', 'text')
-    return dataloaders.get(name, f'{path}.name')(section, tokenizer, batch_size, path)
+    _, builder = dataloaders.get_named(section, path, default='text')
+    return builder(dict(section), tokenizer, batch_size, path)

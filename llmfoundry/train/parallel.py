@@ -1,9 +1,12 @@
-"""Data parallelism from llm-foundry's `fsdp_config` on PyTorch's FSDP2 (`fully_shard` over a DeviceMesh).
+"""Data parallelism for every run (`parallelize`): DDP without `fsdp_config`, PyTorch's FSDP2 (`fully_shard` over a
+DeviceMesh) with it; one process needs neither.
 
-Recipe (`parallelize`): activation checkpointing / offloading per block -> torch.compile per block ->
+Without fsdp_config: the model is placed on the device (a meta-built one initialised there, `materialise`),
+torch.compile'd per block, and wrapped in DistributedDataParallel over a 1-D ('replicate',) mesh of all ranks.
+With fsdp_config (`parallelize`): activation checkpointing / offloading per block -> torch.compile per block ->
 `fully_shard` per block -> `fully_shard` on the root. A model built on the meta device is then allocated and
-initialised shard by shard with `materialise_sharded`, so no rank ever holds the full weights and the initial
-values do not depend on the world size or the sharding.
+initialised shard by shard (`materialise`), so no rank ever holds the full weights and the initial values do not
+depend on the world size or the sharding.
 
 sharding_strategy -> mesh and `reshard_after_forward` (blocks; the root keeps its parameters unsharded after
 forward, since the tied embedding / head is needed again as soon as backward starts):
@@ -52,6 +55,7 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.nn.parallel import DistributedDataParallel
 
 from llmfoundry.config.schema import FSDPConfig
 from llmfoundry.config.validation import ConfigError, check_keys
@@ -113,8 +117,11 @@ def _hybrid_degrees(fsdp: FSDPConfig, world_size: int) -> tuple[int, int]:
     return replicate, shard
 
 
-def mesh_shape(fsdp: FSDPConfig, world_size: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """The mesh's shape and dimension names for `fsdp.sharding_strategy` on `world_size` ranks (see module doc)."""
+def mesh_shape(fsdp: FSDPConfig | None, world_size: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The mesh's shape and dimension names for `fsdp.sharding_strategy` on `world_size` ranks (see module doc);
+    without fsdp_config (DDP) every rank holds a replica."""
+    if fsdp is None:
+        return (world_size,), ('replicate',)
     strategy = sharding_strategy(fsdp)
     if strategy == 'HYBRID_SHARD':
         return _hybrid_degrees(fsdp, world_size), ('replicate', 'shard')
@@ -128,8 +135,9 @@ def mesh_shape(fsdp: FSDPConfig, world_size: int) -> tuple[tuple[int, ...], tupl
     return (world_size,), ('shard',)
 
 
-def build_mesh(fsdp: FSDPConfig, world_size: int, device_type: str) -> DeviceMesh:
-    """The data-parallel DeviceMesh for `fsdp` (needs an initialised process group of `world_size` ranks)."""
+def build_mesh(fsdp: FSDPConfig | None, world_size: int, device_type: str) -> DeviceMesh:
+    """The data-parallel DeviceMesh for `fsdp`, or DDP's when it is None (needs an initialised process group of
+    `world_size` ranks)."""
     shape, names = mesh_shape(fsdp, world_size)
     return init_device_mesh(device_type, shape, mesh_dim_names=names)
 
@@ -211,10 +219,13 @@ def apply_activation_checkpointing(blocks: nn.ModuleList, fsdp: FSDPConfig) -> N
         blocks[index] = block
 
 
-def compile_each_block(blocks: nn.ModuleList, compile_config: dict[str, Any] | None) -> None:
-    """torch.compile every block in place (names unchanged); blocks are identical, so one compilation is reused."""
+def compile_blocks(model: nn.Module, compile_config: dict[str, Any] | None) -> None:
+    """compile_config: torch.compile every transformer block in place (names unchanged; the blocks are identical, so
+    one compilation is reused), or the whole model when it has no blocks."""
     if compile_config is None:
         return
+    blocks = getattr(getattr(model, 'transformer', None), 'blocks', None)
+    blocks = blocks if blocks is not None else [model]
     if any(isinstance(block, ActivationWrapper) for block in blocks):
         # A block fills the forward's shared attention-bias cache (a dict) on first use; dynamo refuses that side
         # effect inside a checkpointed region (a graph break per block) unless told the recomputation in
@@ -242,14 +253,29 @@ def shard(model: nn.Module, blocks: nn.ModuleList, fsdp: FSDPConfig, mesh: Devic
 
 def parallelize(
     model: nn.Module,
-    fsdp: FSDPConfig,
+    fsdp: FSDPConfig | None,
     mesh: DeviceMesh | None,
     compile_config: dict[str, Any] | None = None,
     precision: str = 'amp_bf16',
+    device: torch.device | str = 'cpu',
 ) -> nn.Module:
-    """Apply `fsdp` (and compile_config) to `model` in place and return it; `mesh` None (one process) only
-    checkpoints and compiles. `precision` is the trainer's (it picks the low dtype of mixed_precision). Works on a
-    model built on meta: call `materialise_sharded` afterwards."""
+    """Place `model` on `device`, apply `fsdp` (or DDP without it) and compile_config, in place; returns the module
+    to train through: `model` itself, or its DDP wrapper. `mesh` None (one process) only places, checkpoints and
+    compiles. `precision` is the trainer's (it picks the low dtype of mixed_precision). A model built on the meta
+    device is initialised here, after sharding (see module doc)."""
+    if fsdp is None:
+        materialise(model, device)
+        compile_blocks(model, compile_config)
+        if mesh is None:
+            return model
+        device = torch.device(device)
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None,
+                                       device_mesh=mesh)
+    # With cpu_offload the sharded parameters live on the CPU.
+    home = torch.device('cpu') if fsdp.cpu_offload else torch.device(device)
+    on_meta = any(p.is_meta for p in model.parameters())
+    if not on_meta:
+        model.to(home)
     blocks = _blocks(model)
     warn_fsdp1_knobs(fsdp)
     # 1. Checkpointing first, so compile and FSDP see the wrapped block: the recomputation then runs inside the
@@ -257,10 +283,12 @@ def parallelize(
     apply_activation_checkpointing(blocks, fsdp)
     # 2. Compile before sharding: the graph is the block's computation; dynamo leaves the FSDP2 hooks added next
     #    to run eagerly around it (torch._dynamo.config.skip_fsdp_hooks), so one graph serves every block.
-    compile_each_block(blocks, compile_config)
+    compile_blocks(model, compile_config)
     # 3. Shard bottom-up: each block's parameters form one group, the root takes what is left (embeddings, norm).
     if mesh is not None:
         shard(model, blocks, fsdp, mesh, precision)
+    if on_meta:
+        materialise(model, home)
     return model
 
 
@@ -280,11 +308,13 @@ def local_part(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def materialise_sharded(model: nn.Module, device: torch.device | str, base_seed: int | None = None) -> nn.Module:
-    """Allocate a meta-built (possibly sharded) model on `device` and give every parameter its deterministic
-    initial value: the full value is computed one parameter at a time and only the local shard is kept, so the
-    weights equal a single-process init with the same seed and no rank holds the full model. With
-    fsdp_config.cpu_offload the sharded parameters live on the CPU: pass device='cpu'."""
+def materialise(model: nn.Module, device: torch.device | str, base_seed: int | None = None) -> nn.Module:
+    """Move `model` to `device`; a meta-built (possibly sharded) model is allocated there instead and every
+    parameter gets its deterministic initial value: the full value is computed one parameter at a time and only the
+    local shard is kept, so the weights equal a single-process init with the same seed and no rank holds the full
+    model."""
+    if not any(p.is_meta for p in model.parameters()):
+        return model.to(device)
     seed = model.init_seed if base_seed is None else base_seed
     model.to_empty(device=device)
     seen: set[int] = set()

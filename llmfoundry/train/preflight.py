@@ -17,11 +17,18 @@ from llmfoundry.config.validation import ConfigError, check_keys
 from llmfoundry.data.text_loader import check_local_data
 from llmfoundry.data.tokenizers import build_tokenizer
 
-from .checkpointing import check_load_path
+from .checkpoint import check_load_path
 from .loaders import loader_sections
-from .trainer import run_folder_for
 
 TOKENIZER_KEYS = ('name', 'kwargs')
+
+
+def run_folder_for(config: TrainConfig, run_name: str) -> Path:
+    """Always local: save_folder when it is a local path, else runs/{run_name}."""
+    folder = config.save_folder
+    if folder and '://' not in folder:
+        return Path(folder.format(run_name=run_name))
+    return Path('runs') / run_name
 
 
 def check_paths(config: TrainConfig, run_name: str) -> None:

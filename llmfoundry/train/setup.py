@@ -1,5 +1,6 @@
-"""Build everything a run needs from a validated config: seed, tokenizer, model, loaders, optimizer,
-callbacks, loggers and the run folder; then hand them to the Trainer."""
+"""Build everything a run needs from a validated config: seed, tokenizer, model and its parallelism (parallel.py),
+loaders, optimizer, LR schedule, gradient clipping, intervals, callbacks, loggers and the run folder; then hand them,
+built, to the Trainer, which only runs the loop."""
 
 from __future__ import annotations
 
@@ -22,17 +23,22 @@ from transformers import PreTrainedTokenizerBase
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.time import Time
 from llmfoundry.config.validation import ConfigError
-from llmfoundry.models.registry import build_model
+from llmfoundry.interfaces import Callback, DistInfo, LoggerDestination, MetricLogger, TrainState
+from llmfoundry.models.builders import build_model
 from llmfoundry.optim.optimizers import build_optimizer
+from llmfoundry.optim.schedulers import build_scheduler
+from llmfoundry.registry import callbacks, loggers
 
-from .checkpointing import CheckpointSaver, resume
-from .distributed import DistInfo, agree_on_errors
-from .events import Callback, LoggerDestination, MetricLogger, TrainState, callbacks, loggers
+from .algorithms import build_gradient_clipping
+from .checkpoint import CheckpointSaver, resume
+from .console import ConsoleLogger
+from .distributed import agree_on_errors
+from .jsonl import JSONLLogger
 from .loaders import build_loader, eval_sections
-from .parallel import build_mesh, materialise_sharded, parallelize
+from .parallel import build_mesh, parallelize
 from .plan import device_batch_sizes
-from .preflight import check_paths, load_tokenizer
-from .trainer import Trainer, run_folder_for
+from .preflight import check_paths, load_tokenizer, run_folder_for
+from .trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -51,32 +57,20 @@ def agree_on_run_name(config: TrainConfig) -> str:
     return name[0]
 
 
-def materialise(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move to `device`; a model built on the meta device is allocated there and initialised deterministically."""
-    if any(p.is_meta for p in model.parameters()):
-        model.to_empty(device=device)
-        model.reset_parameters()
-        return model
-    return model.to(device)
-
-
 def build_callbacks(section: dict[str, Any] | None) -> list[Callback]:
-    import llmfoundry.callbacks  # noqa: F401  (registers the built-in callbacks)
+    """`callbacks: {name: kwargs}`, each from the callbacks registry."""
+    return [callbacks.build(name, kwargs, f'callbacks.{name}') for name, kwargs in (section or {}).items()]
 
-    return [callbacks.build(name, kwargs, path=f'callbacks.{name}') for name, kwargs in (section or {}).items()]
 
-
-def build_loggers(config: TrainConfig, run_folder: Path, run_name: str, max_duration: Time) -> list[LoggerDestination]:
-    import llmfoundry.loggers  # noqa: F401  (registers the built-in loggers)
-    from llmfoundry.loggers.console import ConsoleLogger
-    from llmfoundry.loggers.jsonl import JSONLLogger
-
+def build_loggers(config: TrainConfig, run_folder: Path, run_name: str, max_duration: Time,
+                  console_interval: Time) -> list[LoggerDestination]:
+    """The run's metrics.jsonl, the console (log_to_console) and `loggers: {name: kwargs}` from the registry."""
     built: list[LoggerDestination] = [JSONLLogger(run_folder / 'metrics.jsonl')]
     if config.log_to_console:
-        built.append(ConsoleLogger(interval=Time.parse(config.console_log_interval, 'console_log_interval'),
-                                   progress_bar=config.progress_bar, max_duration=max_duration))
+        built.append(ConsoleLogger(interval=console_interval, progress_bar=config.progress_bar,
+                                   max_duration=max_duration))
     for name, kwargs in (config.loggers or {}).items():
-        built.append(loggers.build(name, kwargs, path=f'loggers.{name}', run_folder=run_folder, default_name=run_name))
+        built.append(loggers.build(name, kwargs, f'loggers.{name}', run_folder=run_folder, default_name=run_name))
     return built
 
 
@@ -90,36 +84,17 @@ def import_code_paths(paths: list[str] | None) -> None:
         spec.loader.exec_module(module)
 
 
-def compile_blocks(model: nn.Module, compile_config: dict[str, Any] | None) -> None:
-    """compile_config: torch.compile each transformer block in place (the whole model when it has no blocks)."""
-    if compile_config is None:
-        return
-    blocks = getattr(getattr(model, 'transformer', None), 'blocks', None)
-    for module in blocks if blocks is not None else [model]:
-        module.compile(**compile_config)
-
-
-def prepare_model(config: TrainConfig, info: DistInfo) -> nn.Module:
-    """Build the model, then either place it (no fsdp_config) or shard it with FSDP2 (parallel.py).
+def prepare_model(config: TrainConfig, info: DistInfo) -> tuple[nn.Module, nn.Module]:
+    """Build the model and apply the run's parallelism (parallel.py: DDP, FSDP2 or one process); returns the model
+    and the module training steps call (the model itself, or its DDP wrapper).
 
     A model built on the meta device is initialised after placement/sharding from per-parameter seeds, so
     its weights do not depend on the world size and no rank ever holds the full model.
     """
     model = build_model(config.model)
-    fsdp = config.fsdp_config
-    if fsdp is None:
-        model = materialise(model, info.device)
-        compile_blocks(model, config.compile_config)
-        return model
-    on_meta = any(p.is_meta for p in model.parameters())
-    home = torch.device('cpu') if fsdp.cpu_offload else info.device
-    if not on_meta:
-        model.to(home)
-    mesh = build_mesh(fsdp, info.world_size, info.device.type) if info.world_size > 1 else None
-    parallelize(model, fsdp, mesh, config.compile_config, precision=config.precision)
-    if on_meta:
-        materialise_sharded(model, home)
-    return model
+    mesh = build_mesh(config.fsdp_config, info.world_size, info.device.type) if info.world_size > 1 else None
+    module = parallelize(model, config.fsdp_config, mesh, config.compile_config, config.precision, info.device)
+    return model, module
 
 
 def check_inputs(config: TrainConfig, run_name: str) -> PreTrainedTokenizerBase:
@@ -131,14 +106,19 @@ def check_inputs(config: TrainConfig, run_name: str) -> PreTrainedTokenizerBase:
 
 
 def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo) -> Trainer:
+    """Everything the run needs, built in order (what can fail cheaply first), and the Trainer that runs it."""
     run_name = agree_on_run_name(config)
     tokenizer = agree_on_errors(lambda: check_inputs(config, run_name), info)
     seed_everything(config.seed)
     run_folder = run_folder_for(config, run_name)
     max_duration = Time.parse(config.max_duration, 'max_duration')
+    eval_interval = Time.parse(config.eval_interval, 'eval_interval')
+    console_interval = Time.parse(config.console_log_interval, 'console_log_interval')
+    scheduler = build_scheduler(config.scheduler)
+    clipping = build_gradient_clipping(config.algorithms)
     device_batch, micro = device_batch_sizes(config, info.world_size)
 
-    model = prepare_model(config, info)
+    model, module = prepare_model(config, info)
     if micro == 'auto':
         micro = auto_microbatch_size(model, device_batch, config.max_seq_len, info)
     train_loader = build_loader(config.train_loader, tokenizer, device_batch, 'train_loader')
@@ -152,7 +132,7 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
         (run_folder / 'config.yaml').write_text(config_yaml)
         if config.log_config:
             log.info('Resolved config:\n%s', config_yaml)
-    destinations = build_loggers(config, run_folder, run_name, max_duration) if info.is_main else []
+    destinations = build_loggers(config, run_folder, run_name, max_duration, console_interval) if info.is_main else []
     logger = MetricLogger(destinations, info.is_main)
     logger.log_hyperparameters(resolved)
     state = TrainState(
@@ -164,7 +144,9 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
     if saver and resumed_from and config.autoresume:
         saver.last_saved = state.timestamp  # a restart after the end must not re-save the final checkpoint
         saver.last_path = resumed_from
-    return Trainer(config, state, train_loader, eval_loaders, build_callbacks(config.callbacks), logger, saver)
+    return Trainer(config, state, module=module, train_loader=train_loader, eval_loaders=eval_loaders,
+                   callbacks=build_callbacks(config.callbacks), logger=logger, scheduler=scheduler, clipping=clipping,
+                   eval_interval=eval_interval, console_interval=console_interval, saver=saver)
 
 
 def auto_microbatch_size(model: nn.Module, device_batch: int, seq_len: int, info: DistInfo) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .events import TrainState
+from llmfoundry.interfaces import TrainState
 
 
 def format_duration(seconds: float) -> str:

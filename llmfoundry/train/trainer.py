@@ -1,4 +1,5 @@
-"""The training loop: global batch -> microbatches -> forward/backward -> clip -> step -> schedule.
+"""The training loop: global batch -> microbatches -> forward/backward -> clip -> step -> schedule; evaluation,
+events to callbacks and checkpoints at their intervals. Everything it runs is built beforehand (setup.py).
 
 Loss normalisation: the loss of a step is the summed cross-entropy of every target token in the
 global batch (all ranks, all microbatches) divided by the number of those tokens. Each microbatch
@@ -15,7 +16,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,12 +27,13 @@ from torch.nn.parallel import DistributedDataParallel
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.time import Time, Timestamp, crossed, reached
 from llmfoundry.config.validation import ConfigError
-from llmfoundry.optim.schedulers import apply_lr, build_scheduler
+from llmfoundry.interfaces import Callback, DistInfo, MetricLogger, TrainState
+from llmfoundry.optim.schedulers import Scheduler, apply_lr
 
+from .algorithms import GradientClipping
 from .batching import IGNORE_INDEX, count_targets, split_microbatches
-from .checkpointing import CheckpointSaver
-from .distributed import DistInfo, all_reduce_sum
-from .events import Callback, MetricLogger, TrainState
+from .checkpoint import CheckpointSaver
+from .distributed import all_reduce_sum
 from .fault_injection import inject_faults
 from .metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
 from .preemption import StopSignals
@@ -54,39 +55,44 @@ class CollectiveTimeout(RuntimeError):
 
 
 class Trainer:
+    """Runs a built run: `module` is what training steps call (state.model itself, or its DDP wrapper), `scheduler`
+    the LR schedule, `clipping` the gradient clipping (None: none); eval and console lines at their intervals."""
+
     def __init__(
         self,
         config: TrainConfig,
         state: TrainState,
-        train_loader,
+        *,
+        module: nn.Module,
+        train_loader: Any,
         eval_loaders: list[tuple[str, Any]],
         callbacks: list[Callback],
         logger: MetricLogger,
+        scheduler: Scheduler,
+        clipping: GradientClipping | None,
+        eval_interval: Time,
+        console_interval: Time,
         saver: CheckpointSaver | None = None,
     ) -> None:
         self.config = config
         self.state = state
         self.dist: DistInfo = state.dist
+        self.module = module
         self.train_loader = train_loader
         self.eval_loaders = eval_loaders
         self.callbacks = callbacks
         self.logger = logger
+        self.scheduler = scheduler
+        self.clipping = clipping
+        self.eval_interval = eval_interval
+        self.console_interval = console_interval
         self.saver = saver
         self.signals = StopSignals()
         self.phase = 'setup'  # what the loop is doing, for timeout reports
-        self.scheduler = build_scheduler(config.scheduler)
-        self.eval_interval = Time.parse(config.eval_interval, 'eval_interval')
-        self.console_interval = Time.parse(config.console_log_interval, 'console_log_interval')
-        self.clipping = _clipping(config.algorithms)
         self.autocast_dtype = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16}.get(config.precision)
         self.scaler = torch.amp.GradScaler(self.dist.device.type) if config.precision == 'amp_fp16' else None
         self.train_metrics = [LanguageCrossEntropy(), LanguagePerplexity(), TokenAccuracy()]
-        model = state.model
-        self.takes_sequence_id = 'sequence_id' in inspect.signature(model.forward).parameters
-        self.module: nn.Module = model
-        if self.dist.world_size > 1 and not isinstance(model, FSDPModule):  # FSDP2 reduces gradients itself
-            device_ids = [self.dist.device.index] if self.dist.device.type == 'cuda' else None
-            self.module = DistributedDataParallel(model, device_ids=device_ids)
+        self.takes_sequence_id = 'sequence_id' in inspect.signature(state.model.forward).parameters
 
     # ----- one step -------------------------------------------------------------------------------
     def _autocast(self):
@@ -285,34 +291,3 @@ class Trainer:
         if self.saver:
             self.phase = f'checkpoint after batch {state.timestamp.batch}'
             self.saver.after_step(previous, state, self.train_loader)
-
-
-def _clipping(algorithms: dict[str, Any] | None):
-    """algorithms.gradient_clipping {clipping_type: norm | value, clipping_threshold} -> a function of params."""
-    algorithms = dict(algorithms or {})
-    unknown = set(algorithms) - {'gradient_clipping'}
-    if unknown:
-        raise ConfigError(f"algorithms.{sorted(unknown)[0]} is not supported; available: gradient_clipping.")
-    spec = algorithms.get('gradient_clipping')
-    if spec is None:
-        return None
-    spec = dict(spec)
-    kind, threshold = spec.pop('clipping_type', 'norm'), spec.pop('clipping_threshold', None)
-    if spec:
-        raise ConfigError(f"algorithms.gradient_clipping.{next(iter(spec))}: unknown key; valid keys: "
-                          'clipping_type, clipping_threshold.')
-    if not isinstance(threshold, (int, float)) or threshold <= 0:
-        raise ConfigError('algorithms.gradient_clipping.clipping_threshold must be a positive number.')
-    if kind == 'norm':
-        return lambda params: torch.nn.utils.clip_grad_norm_(list(params), threshold)
-    if kind == 'value':
-        return lambda params: torch.nn.utils.clip_grad_value_(list(params), threshold)
-    raise ConfigError(f"algorithms.gradient_clipping.clipping_type={kind!r} is invalid; allowed: norm, value.")
-
-
-def run_folder_for(config: TrainConfig, run_name: str) -> Path:
-    """Always local: save_folder when it is a local path, else runs/{run_name}."""
-    folder = config.save_folder
-    if folder and '://' not in folder:
-        return Path(folder.format(run_name=run_name))
-    return Path('runs') / run_name

@@ -9,8 +9,7 @@ from torch import nn
 
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.time import Time
-from llmfoundry.train.distributed import DistInfo
-from llmfoundry.train.events import LoggerDestination, TrainState
+from llmfoundry.interfaces import DistInfo, LoggerDestination, TrainState
 
 
 class Recorder(LoggerDestination):

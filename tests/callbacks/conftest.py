@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from callback_state import FakeClock, Recorder
 
-from llmfoundry.train.events import MetricLogger
+from llmfoundry.interfaces import MetricLogger
 
 
 @pytest.fixture

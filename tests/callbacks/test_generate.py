@@ -13,7 +13,7 @@ from llmfoundry.callbacks.generate import Generate
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.models.mpt.configuration_mpt import MPTConfig
 from llmfoundry.models.mpt.modeling_mpt import MPTForCausalLM
-from llmfoundry.train.events import callbacks
+from llmfoundry.registry import callbacks
 
 WORDS = ['<pad>', '<eos>', 'the', 'cat', 'sat', 'on', 'mat', 'a', 'dog']
 

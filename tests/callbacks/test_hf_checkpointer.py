@@ -13,8 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from llmfoundry.callbacks.hf_checkpointer import HuggingFaceCheckpointer
 from llmfoundry.config.validation import ConfigError
+from llmfoundry.interfaces import MetricLogger
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
-from llmfoundry.train.events import MetricLogger, callbacks
+from llmfoundry.registry import callbacks
 
 VOCAB = 64
 NO_LOG = MetricLogger([], is_main=True)

@@ -12,7 +12,7 @@ from torch import nn
 from llmfoundry.callbacks.memory_monitor import process_memory
 from llmfoundry.callbacks.optimizer_monitor import OptimizerMonitor
 from llmfoundry.callbacks.runtime_estimator import RuntimeEstimator
-from llmfoundry.train.events import callbacks
+from llmfoundry.registry import callbacks
 
 
 def test_lr_monitor_names_each_group_after_the_optimizer_class(tmp_path, logger, recorder):

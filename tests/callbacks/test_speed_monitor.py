@@ -10,7 +10,7 @@ from llmfoundry.callbacks.speed_monitor import SpeedMonitor
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.models.accounting import flops_per_token
 from llmfoundry.models.mpt.configuration_mpt import MPTConfig
-from llmfoundry.train.events import callbacks
+from llmfoundry.registry import callbacks
 
 TINY_MPT = MPTConfig(d_model=16, n_heads=2, n_layers=2, max_seq_len=8, vocab_size=64)
 

@@ -6,7 +6,7 @@ import pytest
 from callback_state import finish_batch, make_state
 
 from llmfoundry.callbacks.loss_spike import LossSpike
-from llmfoundry.train.events import callbacks
+from llmfoundry.registry import callbacks
 
 
 @pytest.mark.parametrize('loss', [float('nan'), float('inf')])

@@ -1,14 +1,15 @@
-"""MPTForCausalLM.from_pretrained on folders written by others (the interface the model issue promises)."""
+"""Loading folders written by others: `llmfoundry.export.load_model` converts them, while
+MPTForCausalLM.from_pretrained refuses them with a message naming load_model (it would misread their config)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from export_helpers import TOL, VOCAB, input_ids, logits, max_diff
-from transformers import LlamaConfig, LlamaForCausalLM, MptConfig, MptForCausalLM
+from transformers import GPT2Config, LlamaConfig, LlamaForCausalLM, MptConfig, MptForCausalLM
 
-from llmfoundry.export import load_foreign_folder
-from llmfoundry.models.mpt import MPTForCausalLM
+from llmfoundry.export import load_model
+from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 
 
 @pytest.fixture
@@ -30,28 +31,39 @@ def llama_dir(tmp_path):
 
 
 @pytest.mark.parametrize('folder', ['native_mpt_dir', 'llama_dir'])
-def test_load_foreign_folder(request, folder):
+def test_load_model_converts_foreign_folders(request, folder):
     path, theirs = request.getfixturevalue(folder)
-    ours = load_foreign_folder(path, torch_dtype=torch.float32)
+    ours = load_model(path, torch_dtype=torch.float32)
+    assert isinstance(ours, MPTForCausalLM) and not ours.training
     ids = input_ids()
     assert max_diff(logits(ours, ids), logits(theirs, ids)) <= TOL
     with pytest.raises(ValueError, match='device_map'):
-        load_foreign_folder(path, device_map='cpu')
+        load_model(path, device_map='cpu')
 
 
-def test_load_foreign_folder_leaves_our_folders_to_from_pretrained(tmp_path, native_mpt_dir):
-    ours = load_foreign_folder(native_mpt_dir[0])
-    ours.save_pretrained(tmp_path / 'ours')
-    assert load_foreign_folder(tmp_path / 'ours') is None
-
-
-def test_from_pretrained_native_mpt_folder(native_mpt_dir):
-    path, theirs = native_mpt_dir
+def test_load_model_reads_our_folders_through_from_pretrained(tmp_path, native_mpt_dir):
+    converted = load_model(native_mpt_dir[0])
+    converted.save_pretrained(tmp_path / 'ours')
+    model, info = load_model(tmp_path / 'ours', output_loading_info=True)  # any from_pretrained option works here
+    assert isinstance(model, MPTForCausalLM) and not info['missing_keys'] and not info['unexpected_keys']
     ids = input_ids()
-    assert max_diff(logits(MPTForCausalLM.from_pretrained(path), ids), logits(theirs, ids)) <= TOL
+    assert max_diff(logits(model, ids), logits(converted, ids)) == 0
 
 
-def test_from_pretrained_llama_folder(llama_dir):
-    path, theirs = llama_dir
-    ids = input_ids()
-    assert max_diff(logits(MPTForCausalLM.from_pretrained(path), ids), logits(theirs, ids)) <= TOL
+@pytest.mark.parametrize(('folder', 'named'), [
+    ('native_mpt_dir', "transformers' native MPT \\(MptForCausalLM\\)"),
+    ('llama_dir', 'a Llama model'),
+])
+def test_from_pretrained_refuses_foreign_folders(request, folder, named):
+    path, _ = request.getfixturevalue(folder)
+    message = f"^{path} holds {named}.*not llm-foundry's MPT.*llmfoundry.export.load_model.*llmfoundry convert from-hf"
+    with pytest.raises(ValueError, match=message):
+        MPTForCausalLM.from_pretrained(path)
+    with pytest.raises(ValueError, match=message):
+        MPTConfig.from_pretrained(path)
+
+
+def test_from_pretrained_refuses_other_model_types(tmp_path):
+    GPT2Config(n_layer=1).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="holds a model of model_type 'gpt2'.*llmfoundry.export.load_model"):
+        MPTForCausalLM.from_pretrained(tmp_path)

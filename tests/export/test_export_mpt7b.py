@@ -9,7 +9,7 @@ import torch
 from export_helpers import TOL, input_ids, load_hf, logits, max_diff
 from transformers import MptConfig, MptForCausalLM
 
-from llmfoundry.export import export_to_hf, import_from_hf, source_kind
+from llmfoundry.export import export_to_hf, import_from_hf, load_model, source_kind
 from llmfoundry.models.mpt import MPTForCausalLM
 
 REFERENCE = Path(__file__).resolve().parents[1] / 'fixtures' / 'mpt-7b-config.json'
@@ -56,11 +56,12 @@ def test_mpt7b_config_imports_and_exports_natively(tmp_path):
     assert max_diff(logits(load_hf(tmp_path / 'hf', 'MptForCausalLM'), ids), logits(ours, ids)) <= TOL
 
 
-def test_mpt7b_folder_loads_with_from_pretrained(tmp_path):
+def test_mpt7b_folder_loads_with_from_pretrained_and_load_model(tmp_path):
     config = {**json.loads(REFERENCE.read_text()), **TINY}
     (tmp_path / 'config.json').write_text(json.dumps(config))
     weights = _mosaicml_weights(config)
     torch.save(weights, tmp_path / 'pytorch_model.bin')
-    ours = MPTForCausalLM.from_pretrained(tmp_path).eval()
+    ours = MPTForCausalLM.from_pretrained(tmp_path).eval()  # mosaicml's keys mean what ours do
     ids = input_ids()
     assert max_diff(logits(ours, ids), logits(import_from_hf(tmp_path), ids)) == 0
+    assert max_diff(logits(load_model(tmp_path), ids), logits(ours, ids)) == 0

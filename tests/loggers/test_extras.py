@@ -8,7 +8,7 @@ import pytest
 
 from llmfoundry.config.time import Timestamp
 from llmfoundry.config.validation import ConfigError
-from llmfoundry.train.events import loggers
+from llmfoundry.registry import loggers
 
 CONFIG = {'model': {'name': 'mpt_causal_lm', 'd_model': 16}, 'max_duration': '10ba', 'tags': ['a', 'b']}
 

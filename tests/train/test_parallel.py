@@ -21,7 +21,6 @@ from llmfoundry.config.validation import ConfigError
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 from llmfoundry.train.parallel import (
     build_mesh,
-    materialise_sharded,
     mesh_shape,
     mixed_precision_policy,
     parallelize,
@@ -86,9 +85,8 @@ def train(model: torch.nn.Module, rank: int, world: int, microbatches: int) -> l
 
 def sharded(fsdp: FSDPConfig, compile_config: dict | None = None, **model_kwargs) -> MPTForCausalLM:
     """Built on meta, parallelised, then materialised shard by shard (the trainer's path)."""
-    model = tiny_model('meta', **model_kwargs)
-    parallelize(model, fsdp, build_mesh(fsdp, WORLD, 'cpu'), compile_config, precision='fp32')
-    return materialise_sharded(model, 'cpu')
+    return parallelize(tiny_model('meta', **model_kwargs), fsdp, build_mesh(fsdp, WORLD, 'cpu'), compile_config,
+                       precision='fp32')
 
 
 def meta_init_differences() -> float:
@@ -114,7 +112,6 @@ def logits_dtypes() -> dict[str, torch.dtype]:
     for setting in ('PURE', 'DEFAULT', 'FULL'):
         fsdp = FSDPConfig(mixed_precision=setting)
         model = parallelize(tiny_model('meta'), fsdp, build_mesh(fsdp, WORLD, 'cpu'), precision='amp_bf16')
-        materialise_sharded(model, 'cpu')
         logits = model(input_ids=global_batches()[0]).logits
         logits.float().sum().backward()  # the reduce-scatter runs in the reduce dtype (bf16 for PURE) on gloo too
         dtypes[setting] = logits.dtype
@@ -302,7 +299,6 @@ def test_compile_config_compiles_each_block_in_place_without_renaming():
 
 def test_one_process_materialise_equals_cpu_init():
     model = parallelize(tiny_model('meta'), FSDPConfig(activation_checkpointing=True), mesh=None)
-    materialise_sharded(model, 'cpu')
     reference = dict(tiny_model('cpu').named_parameters())
     for name, param in model.named_parameters():
         assert torch.equal(param, reference[unwrapped_name(name)]), name

@@ -14,7 +14,8 @@ from llmfoundry.config.time import Timestamp
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.data.text_loader import check_local_data
 from llmfoundry.train import checkpoint
-from llmfoundry.train.checkpointing import check_load_path, resolve_load_path
+from llmfoundry.train.checkpoint.checkpointer import newest_complete
+from llmfoundry.train.checkpoint.resume import check_load_path, resolve_load_path
 from llmfoundry.train.distributed import DistInfo, agree_on_errors
 from llmfoundry.train.entry import main as train
 from llmfoundry.train.preflight import check_writable, load_tokenizer
@@ -103,8 +104,8 @@ def test_a_save_folder_as_load_path_means_its_newest_checkpoint(tmp_path):
         checkpoint.save(checkpoint.SaveSettings(str(folder)), checkpoint.CheckpointParts(
             model, optimizer, Timestamp(batch=batch), {}, ''), rank=0, world_size=1)
     newest = str(folder / 'ep0-ba4')
-    assert resolve_load_path(f'{tmp_path}/{{run_name}}', 'run7', checkpoint.newest_complete) == newest
-    assert resolve_load_path(str(folder / 'ep0-ba2'), 'run7', checkpoint.newest_complete) == str(folder / 'ep0-ba2')
+    assert resolve_load_path(f'{tmp_path}/{{run_name}}', 'run7', newest_complete) == newest
+    assert resolve_load_path(str(folder / 'ep0-ba2'), 'run7', newest_complete) == str(folder / 'ep0-ba2')
     check_load_path(str(folder), 'run7')
     check_load_path(f'{folder}/latest-rank{{rank}}.pt', 'run7')
     (folder / 'ep0-ba4' / '.complete').unlink()

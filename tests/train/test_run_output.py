@@ -13,7 +13,7 @@ import pytest
 from test_train_e2e import MPT_SIZE, TINY_YAML, overrides
 
 from llmfoundry.config.time import Time, Timestamp
-from llmfoundry.train.events import TrainState
+from llmfoundry.interfaces import TrainState
 from llmfoundry.train.logs import RANK_SPECIFIC, RankFilter
 from llmfoundry.train.summary import format_duration, run_summary
 
@@ -26,9 +26,9 @@ def record(name: str, level: int, **extra) -> logging.LogRecord:
 
 def test_rank_filter_keeps_llmfoundry_info_on_rank_zero_and_rank_specific_lines_everywhere():
     zero, one = RankFilter(0, 2), RankFilter(1, 2)
-    info = record('llmfoundry.train.checkpointing', logging.INFO)
+    info = record('llmfoundry.train.checkpoint.saver', logging.INFO)
     assert zero.filter(info) and info.rank_tag == '[rank 0] '
-    assert not one.filter(record('llmfoundry.train.checkpointing', logging.INFO))
+    assert not one.filter(record('llmfoundry.train.checkpoint.saver', logging.INFO))
     assert one.filter(record('llmfoundry.train.trainer', logging.INFO, **RANK_SPECIFIC))
     assert one.filter(record('llmfoundry.train.parallel', logging.WARNING))
     assert one.filter(record('streaming.base.dataset', logging.INFO))  # other libraries are left alone
@@ -66,7 +66,7 @@ def test_two_ranks_print_each_saved_checkpoint_once_and_end_with_a_summary(mds_d
     lines = result.stderr.splitlines()
     for name in ('ep0-ba2', 'ep0-ba4'):
         saved = [line for line in lines if f'Saved checkpoint {folder}/{name}' in line]
-        assert len(saved) == 1 and '[rank 0] llmfoundry.train.checkpointing' in saved[0], saved
+        assert len(saved) == 1 and '[rank 0] llmfoundry.train.checkpoint.saver' in saved[0], saved
     assert not [line for line in lines if '[rank 1] llmfoundry' in line and ' INFO ' in line]
     summary = [line for line in lines if 'Run two-ranks finished' in line]
     assert len(summary) == 1, lines[-20:]

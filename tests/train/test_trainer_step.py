@@ -11,10 +11,11 @@ import torch
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.time import Time, Timestamp
 from llmfoundry.config.validation import from_dict
+from llmfoundry.interfaces import Callback, DistInfo, MetricLogger, TrainState
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 from llmfoundry.optim.optimizers import build_optimizer
-from llmfoundry.train.distributed import DistInfo
-from llmfoundry.train.events import Callback, MetricLogger, TrainState
+from llmfoundry.optim.schedulers import build_scheduler
+from llmfoundry.train.algorithms import build_gradient_clipping
 from llmfoundry.train.trainer import Trainer
 
 VOCAB = 64
@@ -75,7 +76,10 @@ def make_trainer(tmp_path: Path, loader, microbatch: int, callbacks=(), **overri
     state = TrainState(config=config, model=model, optimizer=build_optimizer(config.optimizer, model),
                        dist=DistInfo(0, 1, 0, torch.device('cpu')), max_duration=Time.parse(config.max_duration),
                        run_name='t', run_folder=tmp_path, device_train_batch_size=4, microbatch_size=microbatch)
-    return Trainer(config, state, loader, [], list(callbacks), MetricLogger([], True))
+    return Trainer(config, state, module=model, train_loader=loader, eval_loaders=[], callbacks=list(callbacks),
+                   logger=MetricLogger([], True), scheduler=build_scheduler(config.scheduler),
+                   clipping=build_gradient_clipping(config.algorithms), eval_interval=Time.parse(config.eval_interval),
+                   console_interval=Time.parse(config.console_log_interval))
 
 
 def float64_reference(batch: dict[str, torch.Tensor], weights: dict[str, torch.Tensor] | None = None):
@@ -182,29 +186,29 @@ def test_mixed_precision_runs_close_to_fp32(tmp_path, precision):
 
 def test_gradient_clipping_by_norm_and_value():
     from llmfoundry.config.validation import ConfigError
-    from llmfoundry.train.trainer import _clipping
 
     params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))]
     params[0].grad, params[1].grad = torch.tensor([3.0, 0.0, 4.0]), torch.tensor([0.0, 12.0])
-    _clipping({'gradient_clipping': {'clipping_type': 'norm', 'clipping_threshold': 1.0}})(params)
+    build_gradient_clipping({'gradient_clipping': {'clipping_type': 'norm', 'clipping_threshold': 1.0}})(params)
     assert torch.cat([p.grad for p in params]).norm().item() == pytest.approx(1.0, rel=1e-5)
     params[0].grad = torch.tensor([3.0, -0.5, -4.0])
-    _clipping({'gradient_clipping': {'clipping_type': 'value', 'clipping_threshold': 1.0}})(params)
+    build_gradient_clipping({'gradient_clipping': {'clipping_type': 'value', 'clipping_threshold': 1.0}})(params)
     assert params[0].grad.tolist() == [1.0, -0.5, -1.0]
-    assert _clipping(None) is None
+    assert build_gradient_clipping(None) is None
     with pytest.raises(ConfigError, match="clipping_type='adaptive' is invalid; allowed: norm, value"):
-        _clipping({'gradient_clipping': {'clipping_type': 'adaptive', 'clipping_threshold': 1.0}})
+        build_gradient_clipping({'gradient_clipping': {'clipping_type': 'adaptive', 'clipping_threshold': 1.0}})
     with pytest.raises(ConfigError, match='algorithms.low_precision_layernorm is not supported'):
-        _clipping({'low_precision_layernorm': {}})
+        build_gradient_clipping({'low_precision_layernorm': {}})
 
 
 def test_code_paths_register_plugins_and_compile_config_compiles_blocks(tmp_path):
     from llmfoundry.config.validation import ConfigError
-    from llmfoundry.train.events import callbacks
-    from llmfoundry.train.setup import compile_blocks, import_code_paths
+    from llmfoundry.registry import callbacks
+    from llmfoundry.train.parallel import compile_blocks
+    from llmfoundry.train.setup import import_code_paths
 
     plugin = tmp_path / 'plugin.py'
-    plugin.write_text('from llmfoundry.train.events import Callback, callbacks\n'
+    plugin.write_text('from llmfoundry.interfaces import Callback\nfrom llmfoundry.registry import callbacks\n'
                       "callbacks.register('my_plugin_callback')(type('Mine', (Callback,), {}))\n")
     import_code_paths([str(plugin)])
     assert 'my_plugin_callback' in callbacks.names()
@@ -263,7 +267,7 @@ def test_auto_microbatch_halves_on_out_of_memory(caplog):
 def test_llm_foundry_style_load_paths_resolve_to_the_newest_checkpoint(tmp_path):
     from llmfoundry.config.validation import ConfigError
     from llmfoundry.train import checkpoint
-    from llmfoundry.train.checkpointing import load_path_for
+    from llmfoundry.train.checkpoint.resume import load_path_for
 
     state = make_trainer(tmp_path, batches(1), 4).state
     state.run_name = 'run7'

@@ -16,6 +16,7 @@ import os
 import sys
 
 from llmfoundry.data.errors import DataError
+from llmfoundry.storage import StorageError
 
 COMMANDS = ('convert_dataset_hf', 'convert_dataset_json', 'convert_text_to_mds')
 
@@ -168,7 +169,7 @@ def main(argv: list[str]) -> int:
     args = _parser(command).parse_args(argv[1:])
     try:
         _run(command, args)
-    except DataError as err:
+    except (DataError, StorageError) as err:
         print(f'llmfoundry data-prep {command}: error: {err}', file=sys.stderr)
         return 1
     except KeyboardInterrupt:

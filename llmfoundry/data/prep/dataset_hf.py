@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 
-from llmfoundry.data import storage
+from llmfoundry import storage
 from llmfoundry.data.errors import DataError
 from llmfoundry.data.prep.pipeline import ConvertSpec, write_documents
 from llmfoundry.data.prep.progress import Stats

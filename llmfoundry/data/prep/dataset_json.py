@@ -6,7 +6,7 @@ import glob
 import os
 from collections.abc import Callable, Iterator
 
-from llmfoundry.data import storage
+from llmfoundry import storage
 from llmfoundry.data.documents import JSON_SUFFIXES, iter_jsonl, list_files
 from llmfoundry.data.errors import DataError
 from llmfoundry.data.prep.pipeline import ConvertSpec, write_documents

@@ -1,13 +1,14 @@
 """One MDS dataset written so that it looks complete (has its index.json) only once it is.
 
-Local: shards go to a hidden sibling folder `.NAME.incomplete`, renamed to NAME at the end (atomic
-on one filesystem). S3: streaming's writer uploads each shard as it fills, from one upload thread so
+Local: shards go to a hidden sibling folder `.NAME.incomplete` (`storage.atomic_folder`), renamed to NAME
+at the end (atomic on one filesystem). S3: streaming's writer uploads each shard as it fills, from one upload thread so
 uploads finish in order and index.json is the last object written; on any failure the prefix is
 deleted. A kill -9 can leave `.NAME.incomplete` or index-less shards behind, never an index.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -15,15 +16,10 @@ from types import TracebackType
 
 from streaming import MDSWriter
 
-from llmfoundry.data import storage
+from llmfoundry import storage
 from llmfoundry.data.errors import DataError
 
 DEFAULT_SHARD_SIZE = 1 << 26  # streaming's default; `size_limit` in tests makes several small shards
-
-
-def staging_path(dest: str) -> str:
-    dest = os.path.abspath(os.path.expanduser(dest))
-    return os.path.join(os.path.dirname(dest), f'.{os.path.basename(dest)}.incomplete')
 
 
 class MDSOutput:
@@ -39,27 +35,27 @@ class MDSOutput:
         self.size_limit = size_limit
         self.remote = storage.is_remote(dest)
         self.writer: MDSWriter | None = None
-        self._staging = ''
+        # Local: the atomic folder the shards are written into. S3: the local folder shards wait in until uploaded.
+        self._staging = contextlib.ExitStack()
 
     def __enter__(self) -> MDSWriter:
         if not storage.is_empty(self.dest):
             raise DataError(f"output '{self.dest}' already exists and is not empty; remove it or choose another")
         if self.remote:
-            self._staging = tempfile.mkdtemp(prefix='llmfoundry-mds-')
-            out: str | tuple[str, str] = (self._staging, self.dest)
+            cache = tempfile.mkdtemp(prefix='llmfoundry-mds-')
+            self._staging.callback(shutil.rmtree, cache, ignore_errors=True)
+            out: str | tuple[str, str] = (cache, self.dest)
             extra = {'max_workers': 1}  # FIFO uploads: index.json strictly after every shard
         else:
-            self._staging = staging_path(self.dest)
-            shutil.rmtree(self._staging, ignore_errors=True)  # debris of an interrupted run
-            os.makedirs(os.path.dirname(self._staging), exist_ok=True)
-            out, extra = self._staging, {}
+            folder = storage.atomic_folder(os.path.abspath(os.path.expanduser(self.dest)))
+            out, extra = str(self._staging.enter_context(folder)), {}
         try:
             self.writer = MDSWriter(
                 out=out, columns=self.columns, compression=self.compression, size_limit=self.size_limit,
                 keep_local=False, **extra,
             )  # fmt: skip
         except ValueError as err:  # e.g. an unknown compression name
-            self._discard()
+            self._discard(err)
             raise DataError(str(err)) from err
         return self.writer
 
@@ -70,22 +66,20 @@ class MDSOutput:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is not None:
-            self._discard()
+        if exc is not None:
+            self._discard(exc)
             return
         try:
             self.writer.finish()
-        except Exception:
-            self._discard()
+        except Exception as err:
+            self._discard(err)
             raise
-        if self.remote:
-            shutil.rmtree(self._staging, ignore_errors=True)
-        else:
-            os.replace(self._staging, os.path.abspath(os.path.expanduser(self.dest)))
+        self._staging.close()  # local: the staged folder becomes dest
 
-    def _discard(self) -> None:
+    def _discard(self, error: BaseException) -> None:
+        """Undo everything after `error`: a local folder is deleted unfinished, never renamed into place."""
         if self.writer is not None:
             self.writer.cancel_future_jobs()
-        shutil.rmtree(self._staging, ignore_errors=True)
+        self._staging.__exit__(type(error), error, error.__traceback__)
         if self.remote:
             storage.remove(self.dest)

@@ -29,7 +29,7 @@ from dataclasses import asdict
 
 from streaming.base.util import merge_index
 
-from llmfoundry.data import storage
+from llmfoundry import storage
 from llmfoundry.data.documents import list_files, read_text_file
 from llmfoundry.data.errors import DataError
 from llmfoundry.data.prep.pipeline import ConvertSpec, write_documents
@@ -211,7 +211,7 @@ def convert_text_to_mds(
         i for i in range(len(groups))
         if reprocess or not storage.exists(storage.join(output_folder, group_name(i), INDEX))
     ]  # fmt: skip
-    for i in todo:  # half-written debris of an interrupted run (local staging is cleared by MDSOutput)
+    for i in todo:  # half-written debris of an interrupted run (local staging is cleared by storage.atomic_folder)
         storage.remove(storage.join(output_folder, group_name(i)))
 
     stats, crash_after, completed = Stats(), _crash_after(), 0

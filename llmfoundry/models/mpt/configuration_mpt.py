@@ -84,6 +84,38 @@ _TRANSFORMERS_EXTRA_KEYS = (
 )
 
 
+# The model_type of the remote-code folders llmfoundry exports (their copy of this file says it, not 'mpt').
+REMOTE_MODEL_TYPE = 'llmfoundry_mpt'
+
+
+def config_kind(config: dict[str, Any]) -> str:
+    """Whose model a config.json describes: 'llmfoundry' (llm-foundry's or mosaicml's MPT, or one of our remote-code
+    exports), 'native_mpt' (transformers' MptForCausalLM: the same model_type 'mpt', other semantics), 'llama',
+    or 'other'."""
+    model_type, architectures = config.get('model_type'), config.get('architectures') or []
+    if model_type == REMOTE_MODEL_TYPE:
+        return 'llmfoundry'
+    if model_type == 'mpt':
+        if 'MptForCausalLM' in architectures:
+            return 'native_mpt'
+        if 'auto_map' in config or 'MPTForCausalLM' in architectures or 'ffn_config' in config:
+            return 'llmfoundry'
+        return 'native_mpt'
+    return 'llama' if model_type == 'llama' else 'other'
+
+
+def _not_llmfoundry_mpt(path: Any, config: dict[str, Any]) -> ValueError:
+    what = {
+        'native_mpt': "transformers' native MPT (MptForCausalLM), whose config.json MPTConfig would misread",
+        'llama': 'a Llama model',
+    }.get(config_kind(config), f"a model of model_type {config.get('model_type')!r}")
+    return ValueError(
+        f"{path} holds {what}, not llm-foundry's MPT, so MPTForCausalLM.from_pretrained does not load it. "
+        'Load it with llmfoundry.export.load_model(path) (which reads native MPT and Llama folders too), or '
+        'convert it once with `llmfoundry convert from-hf SRC OUT`.'
+    )
+
+
 def _transformers_keys() -> frozenset[str]:
     params = set(inspect.signature(PretrainedConfig.__init__).parameters) - {'self', 'kwargs'}
     return frozenset(params | set(PretrainedConfig().to_dict()) | set(_TRANSFORMERS_EXTRA_KEYS))
@@ -193,6 +225,17 @@ class MPTConfig(PretrainedConfig):
         self._check_noop('block_overrides', block_overrides, (None, {}))
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
         self._validate()
+
+    @classmethod
+    def get_config_dict(
+        cls, pretrained_model_name_or_path: Any, **kwargs: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """transformers' config.json reader (behind every from_pretrained), refusing a folder whose model is not
+        llm-foundry's MPT (see `config_kind`): loading it would build the wrong model, so it fails instead."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict and config_kind(config_dict) != 'llmfoundry':
+            raise _not_llmfoundry_mpt(pretrained_model_name_or_path, config_dict)
+        return config_dict, kwargs
 
     # ----- legacy keys -------------------------------------------------------------------------
     @staticmethod

@@ -2,8 +2,9 @@
 
 Parameter names follow llm-foundry and transformers' native MPT (transformer.wte, transformer.blocks.N
 .{norm_1, attn.Wqkv, attn.out_proj, norm_2, ffn.up_proj, ffn.down_proj}, transformer.norm_f), so their
-checkpoints load directly. This file and its siblings are copied verbatim into exported remote-code
-folders: they import only torch, transformers and each other.
+weights need no renaming (a native MPT config.json still needs converting: llmfoundry.export.load_model).
+This file and its siblings are copied verbatim into exported remote-code folders: they import only torch,
+transformers and each other.
 """
 
 from __future__ import annotations
@@ -173,18 +174,6 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
             if not config.tie_word_embeddings:
                 self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Also loads transformers-native MPT and Llama folders, converted by llmfoundry.export."""
-        try:  # absent where exported remote-code folders run; they only load their own format
-            from llmfoundry.export.from_hf import load_foreign_folder
-        except ImportError:
-            load_foreign_folder = None
-        model = load_foreign_folder(pretrained_model_name_or_path, **kwargs) if load_foreign_folder else None
-        if model is not None:
-            return model
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.transformer.wte

@@ -43,11 +43,12 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.optim import Optimizer
 
+from llmfoundry import storage
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.time import Timestamp
 from llmfoundry.config.validation import ConfigError
 
-from . import composer, formats, layout, rng, storage
+from . import composer, dcp_io, formats, layout, rng
 from .errors import CheckpointError
 
 T = TypeVar('T')
@@ -131,7 +132,7 @@ def save(settings: SaveSettings, parts: CheckpointParts, *, rank: int, world_siz
     path = storage.join(settings.save_folder, name)
     _agreed(lambda: _clear_target(path, settings.overwrite), rank, world_size)
     state = _state_to_save(parts, settings.weights_only, rank)
-    storage.dcp_save(state, path)
+    dcp_io.save(state, path)
     if settings.consolidated:
         _write_consolidated(parts.model, path, rank, world_size)
     if world_size > 1:
@@ -166,7 +167,7 @@ def load(
     for key in packed:
         if key in saved_keys:
             state[key] = b''  # a placeholder DCP replaces with the stored bytes
-    storage.dcp_load(state, path, DefaultLoadPlanner(allow_partial_load=not strict))
+    dcp_io.load(state, path, DefaultLoadPlanner(allow_partial_load=not strict))
     options = StateDictOptions(strict=strict)
     if with_optimizer:
         set_state_dict(model, optimizer, model_state_dict=state['model'], optim_state_dict=state['optim'],
@@ -193,7 +194,7 @@ def read_config_text(path: str) -> str | None:
     if 'config' not in layout.read_metadata(path).state_dict_metadata:
         return None
     state: dict[str, Any] = {'config': b''}
-    storage.dcp_load(state, path, DefaultLoadPlanner(allow_partial_load=True), alone=True)
+    dcp_io.load(state, path, DefaultLoadPlanner(allow_partial_load=True), alone=True)
     return _unpack(state['config'])
 
 

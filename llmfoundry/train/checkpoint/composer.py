@@ -24,7 +24,9 @@ from torch.distributed.checkpoint import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
 
-from . import layout, storage
+from llmfoundry import storage
+
+from . import dcp_io, layout
 from .errors import CheckpointError
 
 MODEL_PREFIX = 'model.'
@@ -83,8 +85,7 @@ def restricted_load(path: str) -> object:
 def _read_bytes(path: str) -> bytes:
     if not storage.exists(path):
         raise CheckpointError(f'Composer checkpoint {path} does not exist.')
-    fs, inner = storage.filesystem(path)
-    return fs.cat_file(inner)
+    return storage.read_bytes(path)
 
 
 def _model_of_monolith(path: str) -> dict[str, torch.Tensor]:
@@ -107,7 +108,7 @@ def _read_sharded_model(path: str) -> dict[str, torch.Tensor]:
     if not template:
         raise CheckpointError(f'{path} holds no model tensors under {SHARDED_MODEL_PREFIX!r}.')
     # no_dist: each rank reads the full weights on its own; set_model_state_dict then keeps its shard.
-    storage.dcp_load(template, path, DefaultLoadPlanner(allow_partial_load=True), alone=True)
+    dcp_io.load(template, path, DefaultLoadPlanner(allow_partial_load=True), alone=True)
     return template
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import composer, layout, storage
+from llmfoundry import storage
+
+from . import composer, layout
 from .errors import CheckpointError
 
 ACCEPTED = (
@@ -18,6 +20,16 @@ ACCEPTED = (
     '(a .pt file or a sharded folder; weights only)'
 )
 _TORCH_SAVE_MAGIC = (b'PK\x03\x04', b'\x80')  # torch.save's zip archive; the legacy format is a pickle
+
+
+def is_training_checkpoint(path: str) -> bool:
+    """A DCP checkpoint folder (ours or Composer's) or a Composer `.pt`, as opposed to e.g. a Hugging Face folder."""
+    return path.endswith('.pt') or storage.exists(storage.join(path, layout.METADATA))
+
+
+def is_run_folder(path: str) -> bool:
+    """A training save_folder: it holds `latest` next to one folder per checkpoint."""
+    return storage.exists(storage.join(path, layout.LATEST))
 
 
 def not_readable(path: str, why: str) -> CheckpointError:

@@ -22,9 +22,10 @@ from typing import Any
 
 from torch.distributed.checkpoint.metadata import Metadata
 
+from llmfoundry import storage
 from llmfoundry.config.time import Timestamp
 
-from . import storage
+from . import dcp_io
 from .errors import CheckpointError
 
 METADATA = '.metadata'
@@ -63,7 +64,7 @@ def resolve_folder(save_folder: str, run_name: str) -> str:
 
 
 def read_metadata(path: str) -> Metadata:
-    return storage.dcp_reader(path).read_metadata()
+    return dcp_io.reader(path).read_metadata()
 
 
 def problems(path: str) -> list[str]:

@@ -15,7 +15,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from llmfoundry.config.time import Time, Timestamp, TimeUnit, crossed
-from llmfoundry.train.events import LoggerDestination
+from llmfoundry.interfaces import LoggerDestination
 
 _BAR_METRIC = 'loss/train/total'
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from llmfoundry.config.time import Time, Timestamp
-from llmfoundry.loggers import ConsoleLogger, JSONLLogger
-from llmfoundry.loggers.console import format_value
+from llmfoundry.train.console import ConsoleLogger, format_value
+from llmfoundry.train.jsonl import JSONLLogger
 
 
 def at(batch: int, tokens_per_batch: int = 100) -> Timestamp:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from llmfoundry.config.time import Timestamp
-from llmfoundry.train.events import LoggerDestination
+from llmfoundry.interfaces import LoggerDestination
 
 
 def _json_value(value: Any) -> Any:

@@ -1,0 +1,60 @@
+"""The `model:` section of a training YAML -> a causal LM: `name` picks the builder (registered as `models` in
+llmfoundry/registry.py), the other keys are its arguments."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from llmfoundry.config.validation import ConfigError
+from llmfoundry.registry import check_kwargs, models
+
+from .mpt import MPTConfig, MPTForCausalLM
+
+log = logging.getLogger(__name__)
+
+LOSS_FNS = ('fused_crossentropy', 'torch_crossentropy')
+
+
+def build_mpt_causal_lm(**config: Any) -> MPTForCausalLM:
+    """llm-foundry's MPT: every other key of the section is an MPTConfig key."""
+    try:
+        return MPTForCausalLM(MPTConfig(**config))
+    except ValueError as error:
+        raise ConfigError(str(error).replace('MPTConfig: ', 'model: ')) from error
+
+
+def build_hf_causal_lm(
+    pretrained_model_name_or_path: str,
+    pretrained: bool = True,
+    config_overrides: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
+    init_device: str = 'cpu',
+) -> nn.Module:
+    """Any transformers causal LM by hub name or local folder; `pretrained: false` starts from random weights."""
+    config = AutoConfig.from_pretrained(pretrained_model_name_or_path, trust_remote_code=trust_remote_code)
+    for key, value in (config_overrides or {}).items():
+        if not hasattr(config, key):
+            raise ConfigError(f"model.config_overrides.{key}: {type(config).__name__} has no attribute '{key}'.")
+        setattr(config, key, value)
+    if pretrained:
+        return AutoModelForCausalLM.from_pretrained(pretrained_model_name_or_path, config=config,
+                                                    trust_remote_code=trust_remote_code)
+    return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def build_model(section: dict[str, Any]) -> nn.Module:
+    """The model the section describes; `loss_fn` is the trainer's key, every other key goes to the builder."""
+    _, builder = models.get_named(section, 'model')
+    kwargs = {key: value for key, value in section.items() if key not in ('name', 'loss_fn')}
+    loss_fn = section.get('loss_fn')
+    if loss_fn is not None and loss_fn not in LOSS_FNS:
+        raise ConfigError(f"model.loss_fn={loss_fn!r} is invalid; allowed: {', '.join(LOSS_FNS)}.")
+    if loss_fn == 'fused_crossentropy':
+        log.warning("model.loss_fn='fused_crossentropy': computing torch's cross-entropy (same values; "
+                    "flash-attn's fused kernel is not used).")
+    check_kwargs(builder, kwargs, 'model')
+    return builder(**kwargs)
