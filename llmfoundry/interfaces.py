@@ -56,10 +56,13 @@ class TrainState:
     batch_samples: int = 0  # global
     batch_tokens: int = 0  # global, non-padding
     stop_reason: str | None = None
+    diverged: bool = False  # the stop is a divergence: no checkpoint of this state becomes `latest`
 
-    def request_stop(self, reason: str) -> None:
-        """Stop after the current batch (all ranks agree before the next one starts)."""
+    def request_stop(self, reason: str, *, diverged: bool = False) -> None:
+        """Stop after the current batch (all ranks agree before the next one starts). `diverged`: the weights are
+        no longer worth resuming from (nan_monitor, loss_spike); the run then exits with an error."""
         self.stop_reason = self.stop_reason or reason
+        self.diverged = self.diverged or diverged
 
 
 class LoggerDestination:

@@ -3,8 +3,14 @@
 Composer logs a table to W&B; here completions go to the Python log (INFO) and, on rank 0, to
 `generations.jsonl` in the run folder (one object per prompt: batch, tokens, prompt, generation),
 which every logger setup has and which is easy to diff across checkpoints. All ranks generate, so
-sharded models (where every rank must take part in each forward) keep working; sampling runs on a
-forked RNG so the training's random stream (dropout, data order) is the same with or without it.
+sharded models (where every rank must take part in each forward) keep working; with several ranks they
+generate in lockstep (transformers' `synced_gpus`: a rank whose sequences all ended, e.g. on an eos it
+sampled earlier than the others, keeps running forwards until every rank is done, so each FSDP
+all-gather has all ranks; transformers turns it on by itself for FSDP1 only, not FSDP2). Those extra
+forwards feed one dummy token against the KV cache, so generation uses the cache (`use_cache: false`
+is refused on several ranks: without a cache the finished rank's inputs stop matching its attention
+mask). Sampling runs on a forked RNG so the training's random stream (dropout, data order) is the same
+with or without it.
 Keyword arguments other than the ones below go to `model.generate` (max_new_tokens, do_sample,
 temperature, top_k, top_p, ...); they are checked against transformers' GenerationConfig up front
 so a typo fails at startup, not hours into the run.
@@ -18,6 +24,7 @@ import logging
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from transformers import GenerationConfig
 
 from llmfoundry.config.time import Time, Timestamp, crossed
@@ -78,6 +85,11 @@ class Generate(Callback):
         dtype = _AUTOCAST.get(state.config.precision)
         autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         rng_devices = [device] if device.type == 'cuda' else []
+        synced = dist.is_initialized() and dist.get_world_size() > 1
+        kwargs = {'use_cache': True, **self.generate_kwargs}
+        if synced and not kwargs['use_cache']:
+            raise ConfigError('callbacks.generate.use_cache: false cannot generate on several ranks in lockstep; '
+                              'remove it.')
         texts: list[str] = []
         try:
             with torch.random.fork_rng(devices=rng_devices), autocast:
@@ -86,7 +98,7 @@ class Generate(Callback):
                     encoded = tokenizer(chunk, return_tensors='pt', padding=True)
                     input_ids = encoded['input_ids'].to(device)  # not token_type_ids: causal LMs reject them
                     output = model.generate(input_ids=input_ids, attention_mask=encoded['attention_mask'].to(device),
-                                            pad_token_id=pad_id, **self.generate_kwargs)
+                                            pad_token_id=pad_id, synced_gpus=synced, **kwargs)
                     new_tokens = output[:, input_ids.shape[1]:]
                     texts.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         finally:

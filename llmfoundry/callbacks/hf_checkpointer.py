@@ -62,7 +62,7 @@ class HuggingFaceCheckpointer(Callback):
 
     def save(self, state: TrainState) -> None:
         """Every rank calls this; rank 0 writes the folder (once per timestamp)."""
-        if self._last_saved == state.timestamp:
+        if self._last_saved == state.timestamp or state.diverged:  # no export of diverged weights
             return
         model = state.model
         if not isinstance(model, MPTForCausalLM):

@@ -4,7 +4,9 @@ A single high batch is normal (a hard or corrupt batch); a loss above `threshold
 of the last `window_size` normal batches for `patience` consecutive batches means training has
 diverged, and continuing wastes compute. Spiking batches are kept out of the running mean so that a
 spike cannot raise its own bar. Judging starts once the window is full. Non-finite losses are left
-to nan_monitor. The loss is already reduced across ranks, so every rank stops at the same batch.
+to nan_monitor. The loss is already reduced across ranks, so every rank stops at the same batch. The stop is
+a divergence (an error exit; the state is not saved as `latest`). Checkpoints saved during the `patience`
+spiking batches stay: there is no rollback to the checkpoint before the first spike.
 """
 
 from __future__ import annotations
@@ -50,4 +52,4 @@ class LossSpike(Callback):
                       f'up to batch {state.timestamp.batch} (loss {loss:.4f}); the run has diverged. Resume from '
                       'an earlier checkpoint with a lower learning rate or gradient clipping.')
             log.error(reason)
-            state.request_stop(reason)
+            state.request_stop(reason, diverged=True)

@@ -2,7 +2,8 @@
 
 A non-finite loss poisons the weights through the optimizer step, and every later batch only burns
 compute, so the run stops (cleanly, after the batch, on every rank alike: the loss is already
-reduced across ranks) with a message saying what happened and what to try.
+reduced across ranks) with a message saying what happened and what to try. The stop is a divergence:
+the run exits with an error and its state never becomes the `latest` checkpoint (see save_on_divergence).
 """
 
 from __future__ import annotations
@@ -23,4 +24,4 @@ class NaNMonitor(Callback):
                   'has diverged. Resume from an earlier checkpoint with a lower learning rate, longer warmup or '
                   'gradient clipping (algorithms.gradient_clipping).')
         log.error(reason)
-        state.request_stop(reason)
+        state.request_stop(reason, diverged=True)

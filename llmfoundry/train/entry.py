@@ -13,9 +13,10 @@ from .distributed import init_distributed, shutdown
 from .dry_run import dry_run
 from .logs import configure_logging
 from .setup import build_trainer
-from .trainer import CollectiveTimeout
+from .trainer import CollectiveTimeout, RunDiverged
 
 CONFIG_ERROR_EXIT = 2
+DIVERGED_EXIT = 4  # nan_monitor / loss_spike stopped the run; 3 is a hung collective
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -71,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         shutdown()
         return report_config_error(error, info.rank)
+    except RunDiverged as error:  # every rank sees the same (reduced) loss, so all of them end here
+        if info.rank == 0:
+            print(f'Diverged: {error}', file=sys.stderr, flush=True)
+        shutdown()
+        return DIVERGED_EXIT
     except CollectiveTimeout as error:
         print(f'Hung collective: {error}', file=sys.stderr, flush=True)
         os._exit(3)  # tearing the process group down would wait on the stuck rank as well

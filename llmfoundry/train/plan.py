@@ -36,8 +36,8 @@ class Layout:
     def describe(self) -> list[str]:
         ranks = f"{self.world_size} rank{'s' if self.world_size > 1 else ''}"
         if self.microbatch == 'auto':
-            micro = (f'microbatch auto (on CUDA the largest size that fits, halving from {self.device_batch}; '
-                     f'on CPU {self.device_batch})')
+            micro = (f'microbatch auto (starts at {self.device_batch}; every rank halves it and retries the batch when '
+                     'any rank runs out of memory)')
         else:
             micro = f'microbatch {self.microbatch} -> {self.accumulation} gradient accumulation step' + (
                 's' if self.accumulation != 1 else '')

@@ -9,7 +9,6 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +118,9 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
     device_batch, micro = device_batch_sizes(config, info.world_size)
 
     model, module = prepare_model(config, info)
-    if micro == 'auto':
-        micro = auto_microbatch_size(model, device_batch, config.max_seq_len, info)
+    if micro == 'auto':  # the first steps probe: the trainer halves on out of memory (microbatch.py)
+        log.info('device_train_microbatch_size: auto: starting with the device batch (%d)', device_batch)
+        micro = device_batch
     train_loader = build_loader(config.train_loader, tokenizer, device_batch, 'train_loader')
     eval_loaders = [(label, build_loader(section, tokenizer, config.device_eval_batch_size, path))
                     for label, path, section in eval_sections(config)]
@@ -147,42 +147,3 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
     return Trainer(config, state, module=module, train_loader=train_loader, eval_loaders=eval_loaders,
                    callbacks=build_callbacks(config.callbacks), logger=logger, scheduler=scheduler, clipping=clipping,
                    eval_interval=eval_interval, console_interval=console_interval, saver=saver)
-
-
-def auto_microbatch_size(model: nn.Module, device_batch: int, seq_len: int, info: DistInfo) -> int:
-    """device_train_microbatch_size: auto. On CUDA, the largest size (halving from the device batch) whose
-    forward+backward at max_seq_len fits, agreed across ranks (the minimum); on CPU, the whole device batch."""
-    if info.device.type != 'cuda':
-        log.info('device_train_microbatch_size: auto on %s: the whole device batch (%d).', info.device, device_batch)
-        return device_batch
-    vocab = model.get_input_embeddings().num_embeddings
-
-    def try_size(size: int) -> None:
-        try:
-            ids = torch.randint(0, vocab, (size, seq_len), device=info.device)
-            model(input_ids=ids).logits.float().mean().backward()
-        finally:
-            model.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
-
-    size = largest_fitting_microbatch(try_size, device_batch)
-    if dist.is_initialized():
-        agreed = torch.tensor([size], device=info.device)
-        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
-        size = int(agreed)
-    log.info('device_train_microbatch_size: auto chose %d', size)
-    return size
-
-
-def largest_fitting_microbatch(try_size: Callable[[int], None], start: int) -> int:
-    """Halve from `start` until `try_size` runs without a CUDA out-of-memory error (each halving is logged)."""
-    size = start
-    while True:
-        try:
-            try_size(size)
-            return size
-        except torch.cuda.OutOfMemoryError:
-            if size == 1:
-                raise
-            size //= 2
-            log.warning('device_train_microbatch_size: auto: out of memory, trying %d', size)

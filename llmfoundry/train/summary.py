@@ -29,3 +29,17 @@ def run_summary(state: TrainState, checkpoint: str | None, seconds: float) -> st
     return (f'Run {state.run_name} {how}: {stamp.batch:,} batches ({stamp.token:,} tokens) in '
             f'{format_duration(seconds)}; final train loss {loss}; {saved}; '
             f'metrics {state.run_folder / "metrics.jsonl"}')
+
+
+def divergence_summary(state: TrainState, checkpoint: str | None, diverged_path: str | None) -> str:
+    """One line for a run that nan_monitor or loss_spike stopped: why, where a restart resumes, what to change."""
+    if checkpoint:
+        resume = (f'latest still names {checkpoint}, the last checkpoint before the divergence: autoresume restarts '
+                  'from it and, with an unchanged config, diverges again; so before restarting')
+    else:
+        resume = 'there is no checkpoint to resume from; before restarting'
+    kept = (f'the diverged state is saved at {diverged_path} (never picked by autoresume)' if diverged_path
+            else 'the diverged state was not saved (save_on_divergence: false)')
+    return (f'{state.stop_reason} Stopped at batch {state.timestamp.batch:,}; {resume} lower the learning rate '
+            '(optimizer.lr=...), add gradient clipping or a longer warmup (docs/MULTINODE.md, Divergence); '
+            f'{kept}.')

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
+from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 from torch.nn.parallel import DistributedDataParallel
 
 from llmfoundry.config.schema import TrainConfig
@@ -34,10 +35,11 @@ from .algorithms import GradientClipping
 from .batching import IGNORE_INDEX, count_targets, split_microbatches
 from .checkpoint import CheckpointSaver
 from .distributed import all_reduce_sum
-from .fault_injection import inject_faults
+from .fault_injection import inject_faults, poison_loss
 from .metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
+from .microbatch import MicrobatchOutOfMemory, agreed_out_of_memory, halved, simulate_out_of_memory
 from .preemption import StopSignals
-from .summary import run_summary
+from .summary import divergence_summary, run_summary
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,10 @@ def token_losses_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 
 class CollectiveTimeout(RuntimeError):
     """A collective did not complete within dist_timeout: some rank is stuck or gone."""
+
+
+class RunDiverged(Exception):
+    """nan_monitor or loss_spike stopped the run: an error exit, and `latest` still names the last good checkpoint."""
 
 
 class Trainer:
@@ -90,9 +96,19 @@ class Trainer:
         self.signals = StopSignals()
         self.phase = 'setup'  # what the loop is doing, for timeout reports
         self.autocast_dtype = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16}.get(config.precision)
-        self.scaler = torch.amp.GradScaler(self.dist.device.type) if config.precision == 'amp_fp16' else None
+        self.scaler = self._grad_scaler()
         self.train_metrics = [LanguageCrossEntropy(), LanguagePerplexity(), TokenAccuracy()]
+        self.auto_microbatch = config.device_train_microbatch_size == 'auto'  # halves on out of memory
         self.takes_sequence_id = 'sequence_id' in inspect.signature(state.model.forward).parameters
+
+    def _grad_scaler(self) -> torch.amp.GradScaler | None:
+        """amp_fp16's loss scaling. Under FSDP each rank checks only its gradient shards for inf/NaN: the sharded
+        scaler all-reduces that check, so every rank skips the same steps and keeps the same scale."""
+        if self.config.precision != 'amp_fp16':
+            return None
+        if isinstance(self.module, FSDPModule):
+            return ShardedGradScaler(self.dist.device.type)
+        return torch.amp.GradScaler(self.dist.device.type)
 
     # ----- one step -------------------------------------------------------------------------------
     def _autocast(self):
@@ -116,22 +132,7 @@ class Trainer:
         global_targets, global_tokens, global_samples = (int(v) for v in all_reduce_sum(counts).tolist())
         if global_targets == 0:
             raise RuntimeError(f'batch {state.timestamp.batch + 1} has no target tokens on any rank.')
-        for metric in self.train_metrics:
-            metric.reset()
-        microbatches = split_microbatches(batch, state.microbatch_size)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for index, micro in enumerate(microbatches):
-            with self._gradient_sync(last=index == len(microbatches) - 1):
-                logits = self._forward(self.module, micro)
-                summed = token_losses_sum(logits, micro['labels'])
-                loss = summed * (self.dist.world_size / global_targets)
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
-            loss_sum += summed.detach().double()
-            for metric in self.train_metrics:
-                if isinstance(metric, LanguageCrossEntropy):  # perplexity too: reuse the loss, no second pass
-                    metric.add(summed, count_targets(micro['labels']))
-                else:
-                    metric.update(logits.detach(), micro['labels'])
+        loss_sum = self._accumulate_with_retries(batch, global_targets)
         if self.scaler:
             self.scaler.unscale_(state.optimizer)
         self._event('before_optimizer_step')
@@ -153,6 +154,40 @@ class Trainer:
         state.timestamp = state.timestamp.after_batch(samples=global_samples, tokens=global_tokens)
         if stop_votes and state.stop_reason is None:
             state.stop_reason = 'another rank asked to stop'
+
+    def _accumulate_with_retries(self, batch: dict[str, torch.Tensor], global_targets: int) -> torch.Tensor:
+        """_accumulate; under device_train_microbatch_size: auto, an out-of-memory error on any rank halves the
+        microbatch on every rank and starts the batch over without the failed attempt's gradients (microbatch.py)."""
+        state = self.state
+        while True:
+            try:
+                return self._accumulate(batch, global_targets)
+            except MicrobatchOutOfMemory:
+                state.optimizer.zero_grad(set_to_none=True)
+                state.microbatch_size = halved(state.microbatch_size, state.timestamp.batch + 1)
+
+    def _accumulate(self, batch: dict[str, torch.Tensor], global_targets: int) -> torch.Tensor:
+        """Forward and backward of every microbatch (gradients accumulate); this rank's summed loss."""
+        state, device = self.state, self.dist.device
+        for metric in self.train_metrics:
+            metric.reset()
+        microbatches = split_microbatches(batch, state.microbatch_size)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for index, micro in enumerate(microbatches):
+            with (agreed_out_of_memory(self.auto_microbatch, device),
+                  self._gradient_sync(last=index == len(microbatches) - 1)):
+                logits = self._forward(self.module, micro)
+                summed = poison_loss(token_losses_sum(logits, micro['labels']), state.timestamp.batch + 1)
+                loss = summed * (self.dist.world_size / global_targets)
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+                simulate_out_of_memory(self.dist.rank, state.timestamp.batch + 1, micro['input_ids'].shape[0])
+            loss_sum += summed.detach().double()
+            for metric in self.train_metrics:
+                if isinstance(metric, LanguageCrossEntropy):  # perplexity too: reuse the loss, no second pass
+                    metric.add(summed, count_targets(micro['labels']))
+                else:
+                    metric.update(logits.detach(), micro['labels'])
+        return loss_sum
 
     def _gradient_sync(self, last: bool):
         """Reduce gradients across ranks only on the last microbatch of a step."""
@@ -248,12 +283,25 @@ class Trainer:
                     self._evaluate_and_save(previous)
         if state.stop_reason:
             log.warning('Stopping at batch %d: %s', state.timestamp.batch, state.stop_reason)
-        if self.saver:
-            self.saver.save(state, self.train_loader)  # the end of training is always checkpointed
+        diverged_path = self._save_at_end()
         self._event('fit_end')
         self.logger.close()
-        log.info(run_summary(state, self.saver.last_path if self.saver else None, time.monotonic() - started))
+        last_path = self.saver.last_path if self.saver else None
+        if state.diverged:
+            raise RunDiverged(divergence_summary(state, last_path, diverged_path))
+        log.info(run_summary(state, last_path, time.monotonic() - started))
         return state
+
+    def _save_at_end(self) -> str | None:
+        """The end of training is always checkpointed; a diverged state only with save_on_divergence (returns where)."""
+        if not self.saver:
+            return None
+        if not self.state.diverged:
+            self.saver.save(self.state, self.train_loader)
+            return None
+        if self.config.save_on_divergence:
+            return self.saver.save_diverged(self.state, self.train_loader)
+        return None
 
     def _run_epoch(self) -> bool:
         """Train through the loader once; False when the run ended before the epoch did."""
@@ -284,8 +332,10 @@ class Trainer:
         inject_faults(self.dist.rank, state.timestamp.batch)
 
     def _evaluate_and_save(self, previous: Timestamp) -> None:
-        """Evaluate and checkpoint when moving from `previous` to now crossed their intervals."""
+        """Evaluate and checkpoint when moving from `previous` to now crossed their intervals (not once diverged)."""
         state = self.state
+        if state.diverged:
+            return
         if self.eval_loaders and crossed(previous, state.timestamp, self.eval_interval, state.max_duration):
             self.evaluate()
         if self.saver:

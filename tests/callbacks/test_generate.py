@@ -5,15 +5,19 @@ import logging
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from callback_state import finish_batch, make_state
+from ranks import run_ranks
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from llmfoundry.callbacks.generate import Generate
+from llmfoundry.config.schema import FSDPConfig
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.models.mpt.configuration_mpt import MPTConfig
 from llmfoundry.models.mpt.modeling_mpt import MPTForCausalLM
 from llmfoundry.registry import callbacks
+from llmfoundry.train.parallel import build_mesh, parallelize
 
 WORDS = ['<pad>', '<eos>', 'the', 'cat', 'sat', 'on', 'mat', 'a', 'dog']
 
@@ -85,3 +89,27 @@ def test_other_ranks_do_not_write(tmp_path, state, logger):
 def test_bad_configs_fail_at_startup(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         callbacks.build('generate', {'prompts': ['x'], **kwargs}, 'callbacks.generate')
+
+
+def _sample_on_rank(rank: int, world_size: int, run_folder, results) -> None:
+    """A FULL_SHARD model samples with a per-rank seed and an eos token: the ranks finish at different lengths."""
+    torch.manual_seed(0)
+    model = MPTForCausalLM(MPTConfig(d_model=16, n_heads=2, n_layers=2, max_seq_len=16, vocab_size=len(WORDS),
+                                     attn_config={'attn_impl': 'torch'}))
+    fsdp = FSDPConfig(sharding_strategy='FULL_SHARD')
+    parallelize(model, fsdp, build_mesh(fsdp, world_size, 'cpu'), precision='fp32')
+    state = make_state(run_folder, model, world_size=world_size, rank=rank)
+    state.tokenizer = tiny_tokenizer()
+    torch.manual_seed(rank)
+    callback = Generate(['the cat'], interval='1ba', max_new_tokens=12, do_sample=True, temperature=3.0,
+                        eos_token_id=WORDS.index('the'))  # rank 0 stops after one word
+    results[rank] = [len(text.split()) for text in callback.generate(state)]
+
+
+@pytest.mark.slow
+def test_sharded_ranks_that_finish_at_different_lengths_stay_in_step(tmp_path):
+    with mp.Manager() as manager:
+        results = manager.dict()
+        run_ranks(_sample_on_rank, 2, tmp_path, results, timeout=60)
+        lengths = dict(results)
+    assert lengths[0] != lengths[1]  # one rank hit eos first and kept running forwards for the other

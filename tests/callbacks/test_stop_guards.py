@@ -19,6 +19,7 @@ def test_nan_monitor_stops_on_a_non_finite_loss(tmp_path, logger, loss):
     finish_batch(state, loss=loss)
     monitor.batch_end(state, logger)
     assert state.stop_reason.startswith(f'nan_monitor: the training loss is {loss} at batch 2')
+    assert state.diverged  # an error exit, and this state never becomes `latest`
 
 
 def run_losses(guard: LossSpike, state, logger, losses: list[float]) -> None:
@@ -35,6 +36,7 @@ def test_loss_spike_needs_patience_consecutive_spikes(tmp_path, logger):
     run_losses(guard, state, logger, [5.0])
     assert state.stop_reason.startswith('loss_spike: the training loss stayed above 2 x its running mean '
                                         '(1.0000 over 3 batches) for 2 consecutive batches, up to batch 7')
+    assert state.diverged
 
 
 def test_loss_spike_ignores_early_and_non_finite_losses(tmp_path, logger):

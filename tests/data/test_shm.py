@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from mds_reference import read_rows
 
+from llmfoundry.data import shm as shm_module
 from llmfoundry.data.prep.cli import main as prep_main
 from llmfoundry.data.shm import SHM_DIR, clean_stale_streaming_shm
 from llmfoundry.data.text_loader import build_text_dataloader
@@ -26,15 +27,16 @@ L = 64
 # segments, then waits for a line on stdin. 'kill': then SIGKILL its process group (with Python's resource
 # tracker, which would otherwise unlink the segments: a killed job loses both); 'pause': finish the epoch.
 CHILD = r'''
-import json, os, signal, sys
+import json, os, signal, sys, tempfile
 from llmfoundry.data.text_loader import build_text_dataloader
 from llmfoundry.data.tokenizers import build_tokenizer
 loader = build_text_dataloader({'dataset': json.loads(sys.argv[2])}, build_tokenizer(sys.argv[1]), 2)
 it = iter(loader)
 rows = next(it)['input_ids'].tolist()
 prefix = f'{loader.dataset._shm_prefix_int:06}_'
-print(json.dumps({'prefix': prefix, 'shm': sorted(n for n in os.listdir('/dev/shm') if n.startswith(prefix))}),
-      flush=True)
+locks = sorted(n for n in os.listdir(tempfile.gettempdir()) if n.startswith(prefix) and n.endswith('_filelock'))
+print(json.dumps({'prefix': prefix, 'shm': sorted(n for n in os.listdir('/dev/shm') if n.startswith(prefix)),
+                  'locks': locks}), flush=True)
 sys.stdin.readline()
 if sys.argv[3] == 'kill':
     os.killpg(os.getpgrp(), signal.SIGKILL)
@@ -60,6 +62,11 @@ def packed(tmp_path_factory, corpus_jsonl, tokenizer_dir) -> str:
 def _child(tokenizer_dir: str, dataset: dict, mode: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, '-c', CHILD, tokenizer_dir, json.dumps(dataset), mode], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _locks(prefix: str, lock_dir: str | None = None) -> list[str]:
+    lock_dir = lock_dir or tempfile.gettempdir()
+    return sorted(n for n in os.listdir(lock_dir) if n.startswith(prefix) and n.endswith('_filelock'))
 
 
 @contextlib.contextmanager
@@ -130,6 +137,8 @@ def test_two_live_runs_do_not_collide(tmp_path, packed, tokenizer, tokenizer_dir
         # Our run starts (and cleans stale memory) while the other is mid-epoch: its segments survive.
         loader = build_text_dataloader({'dataset': {'local': packed, 'max_seq_len': L}}, tokenizer, 2)
         assert first['shm'] and all(os.path.exists(os.path.join(SHM_DIR, n)) for n in first['shm'])
+        assert _locks(first['prefix']), 'the other run has locked nothing yet: the test checks nothing'
+        assert _locks(first['prefix']) == first['locks'], 'our start removed the other run\'s lock files'
         assert f'{loader.dataset._shm_prefix_int:06}_' != first['prefix']
         ours = [r for b in loader for r in b['input_ids'].tolist()]
         out, _ = other.communicate('go\n', timeout=120)
@@ -138,3 +147,106 @@ def test_two_live_runs_do_not_collide(tmp_path, packed, tokenizer, tokenizer_dir
     assert other.returncode == 0
     expected = read_rows(packed)
     assert ours == expected and json.loads(out) == expected
+
+
+def test_a_run_starting_while_we_clean_keeps_its_memory_and_locks(packed, tokenizer_dir, subprocess_env,
+                                                                 monkeypatch):
+    """Another run registers its shared memory and locks after our cleaner has read who maps what: none of its
+    files may be taken for stale, and it finishes its epoch with the right data."""
+    started: list[subprocess.Popen] = []
+    reports: list[dict] = []
+    read_mappings = shm_module._mapped_shm_names
+
+    def mappings_then_another_run_starts():
+        seen = read_mappings()
+        started.append(_child(tokenizer_dir, {'local': packed, 'max_seq_len': L}, 'pause', subprocess_env))
+        reports.append(json.loads(started[0].stdout.readline()))  # it is mid-epoch now
+        return seen
+
+    monkeypatch.setattr(shm_module, '_mapped_shm_names', mappings_then_another_run_starts)
+    try:
+        removed = clean_stale_streaming_shm()
+        (other,), (report,) = started, reports
+        assert report['shm'] and report['locks'], report
+        ours = [path for path in removed if os.path.basename(path).startswith(report['prefix'])]
+        assert not ours, f'removed the live run\'s files: {ours}'
+        assert all(os.path.exists(os.path.join(SHM_DIR, n)) for n in report['shm'])
+        assert _locks(report['prefix']) == report['locks']
+        out, _ = other.communicate('go\n', timeout=120)
+    finally:
+        for proc in started:
+            proc.kill()
+    assert other.returncode == 0 and json.loads(out) == read_rows(packed)
+
+
+HOLD_LOCK = r'''
+import sys
+from filelock import FileLock
+with FileLock(sys.argv[1]):
+    print('held', flush=True)
+    sys.stdin.readline()
+'''
+
+
+def test_a_held_lock_file_is_never_removed(tmp_path, subprocess_env):
+    """A lock file that a live process holds right now (a run we cannot see, e.g. another PID namespace, in its
+    barrier or cache lock) stays; an unheld one of a prefix without live memory is stale and goes."""
+    held, stale = tmp_path / '999998_cache_filelock', tmp_path / '999999_barrier_filelock'
+    stale.touch()
+    holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK, str(held)], env=subprocess_env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        removed = clean_stale_streaming_shm(str(tmp_path))
+        assert held.exists(), 'the lock file of a live holder was removed'
+        assert str(stale) in removed and not stale.exists()
+        holder.communicate('go\n', timeout=60)
+    finally:
+        holder.kill()
+    assert holder.returncode == 0
+
+
+MAP_AND_WAIT = r'''
+import mmap, sys
+with open(sys.argv[1], 'rb') as f:
+    held = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+print('mapped', flush=True)
+sys.stdin.readline()
+'''
+SYSTEM_PYTHON = '/usr/bin/python3'  # ours may sit in a folder other users cannot enter
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(SYSTEM_PYTHON),
+                    reason='needs root (to start a job as another user) and a system python')
+def test_files_of_a_user_whose_processes_we_cannot_inspect_stay(tmp_path, monkeypatch):
+    """Another user's job whose memory maps we may not read (e.g. /proc mounted with hidepid) may hold any file
+    that user owns: those stay, while an unmapped segment of our own is stale and goes. The job really maps its
+    segment, so that other cleaners on the machine (which can read its maps) leave it alone meanwhile."""
+    other_uid = 65534
+    theirs, ours = os.path.join(SHM_DIR, '999997_locals'), os.path.join(SHM_DIR, '999996_locals')
+    for path in (theirs, ours):
+        with open(path, 'wb') as f:
+            f.write(b'x')
+    os.chown(theirs, other_uid, -1)
+    job = subprocess.Popen([SYSTEM_PYTHON, '-c', MAP_AND_WAIT, theirs], preexec_fn=lambda: os.setuid(other_uid),
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd='/')
+    real_open = open
+
+    def hidepid_open(path, *args, **kwargs):
+        if path == f'/proc/{job.pid}/maps':
+            raise PermissionError(13, 'Permission denied', path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(shm_module, 'open', hidepid_open, raising=False)
+    try:
+        assert job.stdout.readline().strip() == 'mapped'
+        removed = clean_stale_streaming_shm(str(tmp_path))
+        assert os.path.exists(theirs), 'removed a file that a process we cannot inspect may map'
+        # Another cleaner on the machine may have taken our stale segment first: gone either way.
+        assert ours in removed or not os.path.exists(ours)
+    finally:
+        job.kill()
+        job.wait()
+        for path in (theirs, ours):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

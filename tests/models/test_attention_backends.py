@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
+from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM, modeling_mpt
 from llmfoundry.models.mpt import attention as attention_module
 
 VOCAB = 80
@@ -123,3 +123,154 @@ def test_fast_kernels_match_torch_on_cuda_in_bf16(impl, case):
         expected = reference(ids, sequence_id=sequence_id).logits.float()
         actual = fast(ids, sequence_id=sequence_id).logits.float()
     torch.testing.assert_close(actual, expected, rtol=0, atol=5e-2)
+
+
+# ----- flash-attn versions: stubs with the signatures of each release, run on CPU ---------------------------
+def _flash_v2_4(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), alibi_slopes=None,
+                deterministic=False, return_attn_probs=False):
+    return _record('func', locals())
+
+
+def _flash_varlen_v2_4(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                       softmax_scale=None, causal=False, window_size=(-1, -1), alibi_slopes=None,
+                       deterministic=False, return_attn_probs=False):
+    return _record('varlen', locals())
+
+
+def _flash_varlen_v2_5(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                       softmax_scale=None, causal=False, window_size=(-1, -1), alibi_slopes=None,
+                       deterministic=False, return_attn_probs=False, block_table=None):
+    return _record('varlen', locals())
+
+
+def _flash_v2_6(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    return _record('func', locals())
+
+
+def _flash_varlen_v2_6(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                       softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                       deterministic=False, return_attn_probs=False, block_table=None):
+    return _record('varlen', locals())
+
+
+FLASH_VERSIONS = {'2.4': (_flash_v2_4, _flash_varlen_v2_4), '2.5': (_flash_v2_4, _flash_varlen_v2_5),
+                  '2.6': (_flash_v2_6, _flash_varlen_v2_6)}
+_calls: list[tuple[str, dict]] = []
+
+
+def _record(entry: str, args: dict) -> torch.Tensor:
+    """Records every argument the stub holds (given or its default) except q, k, v; returns zeros like q."""
+    _calls.append((entry, {k: v for k, v in args.items() if k not in ('q', 'k', 'v')}))
+    return torch.zeros_like(args['q'])
+
+
+def _stub_flash(monkeypatch, version: str) -> None:
+    func, varlen = FLASH_VERSIONS[version]
+    monkeypatch.setattr(attention_module, 'flash_attn_func', func)
+    monkeypatch.setattr(attention_module, 'flash_attn_varlen_func', varlen)
+    monkeypatch.setattr(attention_module, '_warned', set())
+    _calls.clear()
+
+
+def _ctx(softcap=None, alibi=False, window=-1, packed=False, batch=2, seq=6, heads=4):
+    return attention_module.AttentionContext(
+        query_len=seq, past_len=0, alibi_slopes=torch.full((heads,), 0.5) if alibi else None, rotary=None,
+        key_padding_mask=None, sequence_id=torch.zeros(batch, seq, dtype=torch.long) if packed else None,
+        sliding_window=window, softcap=softcap, impl='flash')
+
+
+def _run_flash(ctx: attention_module.AttentionContext) -> dict:
+    q = k = v = torch.randn(2, 4, 6, 8)  # (batch, heads, seq, head_dim)
+    out = attention_module._flash_attention(q, k, v, ctx, scale=0.25, dropout_p=0.0)
+    assert out.shape == q.shape
+    (entry, received), = _calls
+    assert entry == ('varlen' if ctx.sequence_id is not None else 'func')
+    return received
+
+
+@pytest.mark.parametrize('packed', [False, True])
+@pytest.mark.parametrize('version', FLASH_VERSIONS)
+def test_flash_call_fits_each_flash_attn_version(monkeypatch, version, packed):
+    _stub_flash(monkeypatch, version)
+    received = _run_flash(_ctx(alibi=True, window=3, packed=packed))
+    assert received['window_size'] == (3, 3) and received['alibi_slopes'] is not None and received['causal']
+    assert received.get('softcap', 0.0) == 0.0  # 2.6 holds its default: no softcap configured
+    _calls.clear()
+    received = _run_flash(_ctx(packed=packed))  # no optional feature in use: defaults everywhere
+    assert received['window_size'] == (-1, -1) and received['alibi_slopes'] is None
+
+
+@pytest.mark.parametrize('packed', [False, True])
+def test_flash_passes_softcap_to_flash_attn_2_6(monkeypatch, packed):
+    _stub_flash(monkeypatch, '2.6')
+    assert _run_flash(_ctx(softcap=3.0, packed=packed))['softcap'] == 3.0
+
+
+@pytest.mark.parametrize('version', ['2.4', '2.5'])
+def test_softcap_on_flash_attn_without_it_is_an_error_in_the_kernel(monkeypatch, version):
+    _stub_flash(monkeypatch, version)
+    with pytest.raises(RuntimeError, match=r'lacks softcap= \(added in flash-attn 2\.6\).*upgrade flash-attn'):
+        _run_flash(_ctx(softcap=3.0))
+    assert not _calls
+
+
+@pytest.mark.parametrize('version', ['2.4', '2.5'])
+def test_softcap_on_old_flash_attn_runs_another_kernel_with_one_warning(monkeypatch, version):
+    _stub_flash(monkeypatch, version)
+    cuda = torch.device('cuda')
+    needs = attention_module.flash_features_needed(_ctx(softcap=3.0, alibi=True))
+    assert needs == ('alibi_slopes', 'softcap')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for _ in range(2):
+            assert attention_module.resolve_attn_impl('flash', cuda, False, dropout=False, needs=needs) == 'flex'
+            assert attention_module.resolve_attn_impl('flash', cuda, False, dropout=True, needs=needs) == 'torch'
+        assert attention_module.resolve_attn_impl('flash', cuda, False, dropout=False, needs=('alibi_slopes',)) \
+            == 'flash'
+    assert [str(w.message) for w in caught] == [
+        "attn_impl='flash': the installed flash-attn lacks softcap= (added in flash-attn 2.6); "
+        "running attn_impl='flex' instead.",
+        "attn_impl='flash': the installed flash-attn lacks softcap= (added in flash-attn 2.6), and FlexAttention "
+        "has no attention dropout (attn_pdrop > 0 while training); running attn_impl='torch' instead."]
+
+
+def test_softcap_on_flash_attn_2_6_runs_flash(monkeypatch):
+    _stub_flash(monkeypatch, '2.6')
+    needs = attention_module.flash_features_needed(_ctx(softcap=3.0, alibi=True, window=4))
+    assert attention_module.resolve_attn_impl('flash', torch.device('cuda'), False, dropout=True, needs=needs) \
+        == 'flash'
+
+
+def test_flash_fallback_without_flash_attn_keeps_dropout(monkeypatch):
+    """FlexAttention has no dropout: while training with attn_pdrop > 0 the fallback on CUDA is torch (SDPA)."""
+    monkeypatch.setattr(attention_module, 'flash_attn_func', None)
+    monkeypatch.setattr(attention_module, '_warned', set())
+    cuda = torch.device('cuda')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert attention_module.resolve_attn_impl('flash', cuda, False, dropout=True) == 'torch'
+        assert attention_module.resolve_attn_impl('flash', cuda, False, dropout=False) == 'flex'
+        assert attention_module.resolve_attn_impl('flash', cuda, True, dropout=True) == 'torch'  # decoding
+    assert [str(w.message) for w in caught] == [
+        "attn_impl='flash': flash-attn is not installed (pip install \"llmfoundry[gpu]\"), and FlexAttention has "
+        "no attention dropout (attn_pdrop > 0 while training); running attn_impl='torch' instead.",
+        "attn_impl='flash': flash-attn is not installed (pip install \"llmfoundry[gpu]\"); "
+        "running attn_impl='flex' instead."]
+
+
+def test_training_with_dropout_runs_torch_when_flash_attn_is_missing(monkeypatch):
+    """Through the model: it picks the kernel knowing it trains with dropout (device given as CUDA)."""
+    monkeypatch.setattr(attention_module, 'flash_attn_func', None)
+    monkeypatch.setattr(attention_module, '_warned', set())
+    ran = []
+    monkeypatch.setattr(attention_module, '_flex_attention', lambda *a, **k: ran.append('flex'))
+    real_resolve = attention_module.resolve_attn_impl
+    monkeypatch.setattr(modeling_mpt, 'resolve_attn_impl',
+                        lambda requested, device, *a, **k: real_resolve(requested, torch.device('cuda'), *a, **k))
+    model = build('flash', attn_pdrop=0.1).train()
+    ids = torch.randint(0, VOCAB, (1, 8))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter('always')
+        model(ids, labels=ids).loss.backward()
+    assert ran == []

@@ -77,8 +77,8 @@ def test_llmfoundry_train_nproc_dry_run_runs_in_this_process(capsys, yaml_args):
     assert code == 0, lines
     assert lines[1] == 'model: mpt_causal_lm, 123,685,632 parameters (built on the meta device)'  # MPT-125M
     assert 'parallelism: DDP over 2 ranks (a full copy of the model on each; gradients all-reduced)' in lines
-    assert ('batch: global 256 = 2 ranks x 128 per device; microbatch auto (on CUDA the largest size that fits, '
-            'halving from 128; on CPU 128)') in lines
+    assert ('batch: global 256 = 2 ranks x 128 per device; microbatch auto (starts at 128; every rank halves it and '
+            'retries the batch when any rank runs out of memory)') in lines
 
 
 def test_dry_run_stops_at_a_wrong_path_before_any_model(capsys, yaml_args, tmp_path):

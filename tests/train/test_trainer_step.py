@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmfoundry.config.schema import TrainConfig
+from llmfoundry.config.schema import FSDPConfig, TrainConfig
 from llmfoundry.config.time import Time, Timestamp
 from llmfoundry.config.validation import from_dict
 from llmfoundry.interfaces import Callback, DistInfo, MetricLogger, TrainState
@@ -16,6 +16,7 @@ from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 from llmfoundry.optim.optimizers import build_optimizer
 from llmfoundry.optim.schedulers import build_scheduler
 from llmfoundry.train.algorithms import build_gradient_clipping
+from llmfoundry.train.parallel import build_mesh, parallelize
 from llmfoundry.train.trainer import Trainer
 
 VOCAB = 64
@@ -66,17 +67,24 @@ class GradientRecorder(Callback):
         self.losses.append(state.loss)
 
 
-def make_trainer(tmp_path: Path, loader, microbatch: int, callbacks=(), **overrides) -> Trainer:
+def make_trainer(tmp_path: Path, loader, microbatch: int | str, callbacks=(), *, rank: int = 0, world_size: int = 1,
+                 fsdp: FSDPConfig | None = None, **overrides) -> Trainer:
+    """A 3-batch fp32 run of tiny_model on `loader`; on several (gloo) ranks sharded with `fsdp`. Microbatch 'auto'
+    starts at the device batch, as setup.py does."""
     raw = dict(model={}, tokenizer={}, optimizer={'name': 'decoupled_adamw', 'lr': 1e-2}, scheduler={
         'name': 'constant_with_warmup', 't_warmup': '0ba'}, train_loader={}, max_duration='3ba', max_seq_len=16,
         global_train_batch_size=4, device_train_microbatch_size=microbatch, precision='fp32')
     raw.update(overrides)
     config = from_dict(TrainConfig, raw)
     model = tiny_model()
+    module = parallelize(model, fsdp, build_mesh(fsdp, world_size, 'cpu'), precision='fp32') if fsdp else model
+    device_batch = 4 // world_size
     state = TrainState(config=config, model=model, optimizer=build_optimizer(config.optimizer, model),
-                       dist=DistInfo(0, 1, 0, torch.device('cpu')), max_duration=Time.parse(config.max_duration),
-                       run_name='t', run_folder=tmp_path, device_train_batch_size=4, microbatch_size=microbatch)
-    return Trainer(config, state, module=model, train_loader=loader, eval_loaders=[], callbacks=list(callbacks),
+                       dist=DistInfo(rank, world_size, rank, torch.device('cpu')),
+                       max_duration=Time.parse(config.max_duration), run_name='t', run_folder=tmp_path,
+                       device_train_batch_size=device_batch,
+                       microbatch_size=device_batch if microbatch == 'auto' else microbatch)
+    return Trainer(config, state, module=module, train_loader=loader, eval_loaders=[], callbacks=list(callbacks),
                    logger=MetricLogger([], True), scheduler=build_scheduler(config.scheduler),
                    clipping=build_gradient_clipping(config.algorithms), eval_interval=Time.parse(config.eval_interval),
                    console_interval=Time.parse(config.console_log_interval))
@@ -245,23 +253,6 @@ def test_labelled_eval_loaders_log_under_their_labels(tmp_path):
         assert_loss_close(logged[0][f'metrics/eval/{label}/LanguageCrossEntropy'], expected.item(), label)
         cross_entropy = logged[0][f'metrics/eval/{label}/LanguageCrossEntropy']
         assert logged[0][f'metrics/eval/{label}/LanguagePerplexity'] == pytest.approx(math.exp(cross_entropy))
-
-
-def test_auto_microbatch_halves_on_out_of_memory(caplog):
-    from llmfoundry.train.setup import largest_fitting_microbatch
-
-    tried = []
-
-    def fits_up_to_three(size: int) -> None:
-        tried.append(size)
-        if size > 3:
-            raise torch.cuda.OutOfMemoryError('CUDA out of memory (simulated)')
-
-    assert largest_fitting_microbatch(fits_up_to_three, 16) == 2
-    assert tried == [16, 8, 4, 2]
-    assert 'out of memory, trying 2' in caplog.text
-    with pytest.raises(torch.cuda.OutOfMemoryError):
-        largest_fitting_microbatch(lambda size: fits_up_to_three(size * 8), 4)
 
 
 def test_llm_foundry_style_load_paths_resolve_to_the_newest_checkpoint(tmp_path):

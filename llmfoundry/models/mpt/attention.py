@@ -5,14 +5,17 @@
 - flex: FlexAttention; ALiBi and logit softcapping as a score modifier, masks as a block mask. Compiled
   on CUDA: the fast path without extra packages. On CPU it serves inference only (PyTorch has no CPU
   backward for it) and runs PyTorch's uncompiled reference, see `_eager_flex`.
-- flash: flash-attn >= 2.4 when installed (ALiBi slopes, sliding window, varlen for packed or padded
-  batches). When it is missing, one warning, and flex runs on CUDA, torch on CPU.
+- flash: flash-attn when installed (varlen for packed or padded batches); ALiBi needs flash-attn >= 2.4,
+  the sliding window >= 2.3 and logit softcapping >= 2.6 (we pass only the arguments in use). When flash-attn
+  is missing, or the installed one lacks a feature in use, one warning says why, and another kernel runs:
+  torch on CPU or while training with attention dropout (FlexAttention has none), else flex.
 Decoding steps with a KV cache (fewer queries than keys) always use the torch kernel: the same math
 on tiny query blocks, where the other kernels bring nothing.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass, field
 from functools import cache
@@ -56,19 +59,59 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, stacklevel=3)
 
 
-def resolve_attn_impl(requested: str, device: torch.device, decoding: bool) -> str:
-    """The kernel that runs for `requested` on `device` (see the module docstring)."""
-    if decoding:
-        return 'torch'
-    if requested == 'flash':
-        if device.type == 'cuda' and flash_attn_func is not None:
-            return 'flash'
-        fallback = 'flex' if device.type == 'cuda' else 'torch'
-        reason = 'flash-attn is not installed (pip install "llmfoundry[gpu]")' if flash_attn_func is None \
-            else 'flash-attn needs a CUDA device'
-        _warn_once(f"attn_impl='flash': {reason}; running attn_impl='{fallback}' instead.")
-        return fallback
-    return requested
+# flash-attn keyword -> the first flash-attn version that accepts it.
+FLASH_FEATURE_VERSIONS = {'window_size': '2.3', 'alibi_slopes': '2.4', 'softcap': '2.6'}
+
+
+_accepted: dict[object, frozenset[str]] = {}  # a plain dict: torch.compile traces through it without a warning
+
+
+def _accepted_kwargs(fn) -> frozenset[str]:
+    if fn not in _accepted:
+        _accepted[fn] = frozenset(inspect.signature(fn).parameters)
+    return _accepted[fn]
+
+
+def flash_features_needed(ctx: AttentionContext) -> tuple[str, ...]:
+    """The optional flash-attn keywords that this forward pass needs."""
+    used = {'window_size': ctx.sliding_window >= 0, 'alibi_slopes': ctx.alibi_slopes is not None,
+            'softcap': ctx.softcap is not None}
+    return tuple(name for name, needed in used.items() if needed)
+
+
+def _flash_missing(needs: tuple[str, ...]) -> list[str]:
+    """Of `needs`, the keywords the installed flash-attn (both entry points) does not accept."""
+    accepted = _accepted_kwargs(flash_attn_func) & _accepted_kwargs(flash_attn_varlen_func)
+    return [name for name in needs if name not in accepted]
+
+
+def _flash_missing_message(missing: list[str]) -> str:
+    return 'the installed flash-attn lacks ' + ', '.join(
+        f'{name}= (added in flash-attn {FLASH_FEATURE_VERSIONS[name]})' for name in missing)
+
+
+def resolve_attn_impl(requested: str, device: torch.device, decoding: bool, *, dropout: bool = False,
+                      needs: tuple[str, ...] = ()) -> str:
+    """The kernel that runs for `requested` on `device` (see the module docstring).
+
+    `dropout`: attention dropout is active (attn_pdrop > 0 while training); `needs`: the flash-attn keywords in
+    use (`flash_features_needed`).
+    """
+    if decoding or requested != 'flash':
+        return 'torch' if decoding else requested
+    if flash_attn_func is None:
+        reason = 'flash-attn is not installed (pip install "llmfoundry[gpu]")'
+    elif device.type != 'cuda':
+        reason = 'flash-attn needs a CUDA device'
+    elif missing := _flash_missing(needs):
+        reason = _flash_missing_message(missing)
+    else:
+        return 'flash'
+    fallback = 'torch' if device.type != 'cuda' or dropout else 'flex'
+    if device.type == 'cuda' and dropout:
+        reason += ', and FlexAttention has no attention dropout (attn_pdrop > 0 while training)'
+    _warn_once(f"attn_impl='flash': {reason}; running attn_impl='{fallback}' instead.")
+    return fallback
 
 
 class GroupedQueryAttention(nn.Module):
@@ -247,16 +290,20 @@ def _flex_attention(q, k, v, ctx: AttentionContext, scale: float) -> torch.Tenso
 
 # ----- flash-attn -----------------------------------------------------------------------------------
 def _flash_attention(q, k, v, ctx: AttentionContext, scale: float, dropout_p: float) -> torch.Tensor:
-    # flash-attn wants (batch, seq, heads, head_dim) in fp16/bf16.
+    missing = _flash_missing(flash_features_needed(ctx))
+    if missing:
+        raise RuntimeError(f"attn_impl='flash': {_flash_missing_message(missing)}; upgrade flash-attn "
+                           "(pip install -U flash-attn) or use attn_impl: torch or flex.")
+    # flash-attn wants (batch, seq, heads, head_dim) in fp16/bf16. Optional features go only where used, so
+    # any flash-attn that has the features in use accepts the call.
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    kwargs = dict(
-        dropout_p=dropout_p,
-        softmax_scale=scale,
-        causal=True,
-        window_size=(ctx.sliding_window, ctx.sliding_window) if ctx.sliding_window >= 0 else (-1, -1),
-        alibi_slopes=ctx.alibi_slopes.to(q.device) if ctx.alibi_slopes is not None else None,
-        softcap=ctx.softcap or 0.0,
-    )
+    kwargs: dict = dict(dropout_p=dropout_p, softmax_scale=scale, causal=True)
+    if ctx.sliding_window >= 0:
+        kwargs['window_size'] = (ctx.sliding_window, ctx.sliding_window)
+    if ctx.alibi_slopes is not None:
+        kwargs['alibi_slopes'] = ctx.alibi_slopes.to(q.device)
+    if ctx.softcap is not None:
+        kwargs['softcap'] = ctx.softcap
     if ctx.sequence_id is None and ctx.key_padding_mask is None:
         return flash_attn_func(q, k, v, **kwargs).transpose(1, 2)
     # Packed documents or padding: attend within each run of equal (row, document) among kept tokens.

@@ -20,7 +20,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from .attention import AttentionContext, GroupedQueryAttention, resolve_attn_impl
+from .attention import AttentionContext, GroupedQueryAttention, flash_features_needed, resolve_attn_impl
 from .configuration_mpt import MPTConfig
 from .layers import build_ffn, build_norm
 from .param_init import init_module
@@ -83,7 +83,7 @@ class MPTModel(nn.Module):
                 int(position_ids.max()) + 1, device=device,
             )
             rotary = rotary_cos_sin(inv_freq, position_ids)
-        return AttentionContext(
+        ctx = AttentionContext(
             query_len=seq,
             past_len=past_len,
             alibi_slopes=alibi_slopes(config.n_heads, attn['alibi_bias_max'], device) if attn['alibi'] else None,
@@ -92,8 +92,11 @@ class MPTModel(nn.Module):
             sequence_id=sequence_id,
             sliding_window=attn['sliding_window_size'],
             softcap=attn['attn_logit_softcapping'],
-            impl=resolve_attn_impl(attn['attn_impl'], device, decoding=past_len > 0),
+            impl=attn['attn_impl'],
         )
+        ctx.impl = resolve_attn_impl(attn['attn_impl'], device, decoding=past_len > 0,
+                                     dropout=self.training and attn['attn_pdrop'] > 0, needs=flash_features_needed(ctx))
+        return ctx
 
     def _embed(self, input_ids: torch.Tensor, position_ids, past_len: int) -> torch.Tensor:
         x = self.wte(input_ids)

@@ -68,6 +68,7 @@ class SaveSettings:
     weights_only: bool = False
     run_name: str = ''
     consolidated: bool = False  # also write the full weights as model.safetensors (state_dict_type: full)
+    diverged: bool = False  # a diverged run's state: named diverged-<name>, never `latest`, never pruned
 
     def __post_init__(self) -> None:
         if self.num_to_keep != -1 and self.num_to_keep < 1:
@@ -129,6 +130,8 @@ class Restored:
 def save(settings: SaveSettings, parts: CheckpointParts, *, rank: int, world_size: int) -> str:
     """Write a checkpoint of `parts` (every rank calls this) and return its folder once it is complete."""
     name = layout.folder_name(settings.save_filename, parts.timestamp, settings.run_name)
+    if settings.diverged:
+        name = layout.DIVERGED_PREFIX + name
     path = storage.join(settings.save_folder, name)
     _agreed(lambda: _clear_target(path, settings.overwrite), rank, world_size)
     state = _state_to_save(parts, settings.weights_only, rank)
@@ -213,7 +216,7 @@ def newest_complete(save_folder: str) -> str | None:
     named = storage.read_text(pointer).strip() if storage.exists(pointer) else None
     marked = layout.marked_checkpoints(save_folder)
     marked_names = {name for name, _ in marked}
-    for name in storage.list_folders(save_folder):
+    for name in layout.resumable_folders(save_folder):
         if name not in marked_names:
             warnings.warn(f'autoresume: skipping {storage.join(save_folder, name)}: no {layout.COMPLETE} marker '
                           '(an interrupted save)', stacklevel=3)
@@ -279,6 +282,8 @@ def _finish(settings: SaveSettings, name: str, timestamp: Timestamp, world_size:
     if found:
         raise CheckpointError(f'checkpoint {path} is incomplete after saving: ' + '; '.join(found))
     layout.write_marker(path, timestamp, world_size, settings.weights_only, saved_at=time.time())
+    if settings.diverged:
+        return
     storage.write_text(storage.join(settings.save_folder, layout.LATEST), name)
     if settings.num_to_keep > 0:
         for name, _ in layout.marked_checkpoints(settings.save_folder)[:-settings.num_to_keep]:

@@ -6,6 +6,9 @@
             .metadata              DCP's index of every entry (written last by DCP, by rank 0)
             __0_0.distcp ...       DCP data files, one (or more) per rank
             .complete              JSON, written by rank 0 only after the check below passed
+        diverged-ep0-ba12/         a run stopped by nan_monitor / loss_spike, saved only with save_on_divergence:
+                                   complete and loadable through load_path, but never `latest`, never picked by
+                                   autoresume and never pruned
 
 A folder is a usable checkpoint when `.complete` exists and `problems()` finds nothing: `.metadata` reads
 back and every data file it references exists and is long enough for the bytes it indexes. A save that
@@ -31,6 +34,7 @@ from .errors import CheckpointError
 METADATA = '.metadata'
 COMPLETE = '.complete'
 LATEST = 'latest'
+DIVERGED_PREFIX = 'diverged-'
 
 # Composer names one file per rank ('ep{epoch}-ba{batch}-rank{rank}.pt'); a DCP checkpoint is one folder for
 # all ranks, so that suffix (and a bare '.pt') is dropped: the default becomes 'ep{epoch}-ba{batch}'.
@@ -56,6 +60,11 @@ def folder_name(save_filename: str, timestamp: Timestamp, run_name: str = '') ->
     if not name or '/' in name or name in ('.', '..', LATEST):
         raise CheckpointError(f'save_filename={save_filename!r} gives the folder name {name!r}, which is not usable.')
     return name
+
+
+def is_diverged(name: str) -> bool:
+    """A checkpoint folder of a diverged run's last state (autoresume and pruning pass it over)."""
+    return name.startswith(DIVERGED_PREFIX)
 
 
 def resolve_folder(save_folder: str, run_name: str) -> str:
@@ -105,10 +114,16 @@ def read_marker(path: str) -> dict[str, Any] | None:
         return None
 
 
+def resumable_folders(save_folder: str) -> list[str]:
+    """The folders under save_folder that may hold a checkpoint to resume from (all but diverged ones)."""
+    return [name for name in storage.list_folders(save_folder) if not is_diverged(name)]
+
+
 def marked_checkpoints(save_folder: str) -> list[tuple[str, dict[str, Any]]]:
-    """(folder name, marker) of every folder under save_folder with a `.complete` marker, oldest save first."""
+    """(folder name, marker) of every folder under save_folder with a `.complete` marker, oldest save first;
+    diverged checkpoints are not among them."""
     found = []
-    for name in storage.list_folders(save_folder):
+    for name in resumable_folders(save_folder):
         marker = read_marker(storage.join(save_folder, name))
         if marker is not None:
             found.append((name, marker))

@@ -3,7 +3,8 @@
 With `autoresume: true` the newest complete checkpoint under save_folder wins (a full resume: weights,
 optimizer, timestamp, data loader position, RNG); otherwise `load_path` is loaded, fully or, with
 `load_weights_only`, as a warm start. The LR schedule needs no state of its own: it is a function of the
-restored timestamp.
+restored timestamp. The optimizer's hyperparameters (lr, betas, weight_decay, ...) are the config's, not the
+checkpoint's: a restart after a divergence with a lower `optimizer.lr` trains with that lr.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 import warnings
 from collections.abc import Callable
 from typing import Any
+
+from torch.optim import Optimizer
 
 from llmfoundry import storage
 from llmfoundry.config.schema import TrainConfig
@@ -36,8 +39,10 @@ def resume(config: TrainConfig, state: TrainState, loader: Any) -> str | None:
         path, full = load_path_for(config.load_path, state), not config.load_weights_only
     if path is None:
         return None
+    configured = _hyperparameters(state.optimizer)
     restored = load(path, state.model, state.optimizer, weights_only=not full,
                     strict=config.load_strict_model_weights, rank=rank, world_size=world)
+    _keep_hyperparameters(state.optimizer, configured)
     if restored.timestamp is not None:
         state.timestamp = restored.timestamp
         if restored.loader_state is not None:
@@ -47,6 +52,21 @@ def resume(config: TrainConfig, state: TrainState, loader: Any) -> str | None:
     else:
         log.info('Loaded weights from %s', path)
     return path
+
+
+def _hyperparameters(optimizer: Optimizer) -> list[dict[str, Any]]:
+    return [{key: value for key, value in group.items() if key != 'params'} for group in optimizer.param_groups]
+
+
+def _keep_hyperparameters(optimizer: Optimizer, configured: list[dict[str, Any]]) -> None:
+    """Put the config's hyperparameters back over those a loaded optimizer state brought (lr is rescheduled anyway)."""
+    for group, wanted in zip(optimizer.param_groups, configured, strict=True):
+        changed = {key: (group.get(key), value) for key, value in wanted.items()
+                   if key != 'lr' and group.get(key) != value}
+        if changed:
+            log.info('optimizer settings from the config replace the checkpoint\'s: %s',
+                     ', '.join(f'{key} {old} -> {new}' for key, (old, new) in changed.items()))
+        group.update(wanted)
 
 
 def load_path_for(load_path: str, state: TrainState) -> str:

@@ -1,0 +1,92 @@
+"""device_train_microbatch_size: auto: an out-of-memory error (simulated: LLMFOUNDRY_OOM_ABOVE_MICROBATCH) on one rank
+halves the microbatch on every rank, the batch is retried without the failed attempt's gradients, and the run then
+equals one with the final microbatch size fixed."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from ranks import run_ranks
+from test_trainer_step import batches, make_trainer
+
+from llmfoundry.config.schema import FSDPConfig
+from llmfoundry.interfaces import Callback
+from llmfoundry.train.microbatch import SIMULATE_ENV
+
+
+class Losses(Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.microbatches: list[int] = []
+
+    def batch_end(self, state, logger) -> None:
+        self.losses.append(state.loss)
+        self.microbatches.append(state.microbatch_size)
+
+
+class MicrobatchFrom(Callback):
+    """The reference: microbatch `size` from batch `batch` on, set before that batch starts (no failed attempt)."""
+
+    def __init__(self, batch: int, size: int) -> None:
+        self.batch, self.size = batch, size
+
+    def batch_start(self, state, logger) -> None:
+        if state.timestamp.batch + 1 == self.batch:
+            state.microbatch_size = self.size
+
+
+def test_a_later_out_of_memory_halves_and_retries_the_step(tmp_path, monkeypatch, caplog):
+    data = batches(3)
+    monkeypatch.setenv(SIMULATE_ENV, '0:1:2')  # from batch 2 on, more than 1 row runs out of memory
+    recorded = Losses()
+    auto = make_trainer(tmp_path, data, 'auto', [recorded])
+    with caplog.at_level(logging.WARNING, logger='llmfoundry.train.microbatch'):
+        auto.fit()
+    assert recorded.microbatches == [4, 1, 1]
+    assert 'batch 2 ran out of memory on some rank with microbatch 4; retrying it with 2' in caplog.text
+    assert 'batch 2 ran out of memory on some rank with microbatch 2; retrying it with 1' in caplog.text
+    monkeypatch.delenv(SIMULATE_ENV)
+    reference = Losses()
+    fixed = make_trainer(tmp_path, data, 4, [MicrobatchFrom(2, 1), reference])
+    fixed.fit()
+    assert recorded.losses == reference.losses
+    for (name, got), expected in zip(auto.state.model.named_parameters(), fixed.state.model.parameters()):
+        assert torch.equal(got, expected), name
+
+
+def test_out_of_memory_with_a_microbatch_of_one_row_is_raised(tmp_path, monkeypatch):
+    monkeypatch.setenv(SIMULATE_ENV, '0:0')
+    with pytest.raises(torch.OutOfMemoryError, match='even with a microbatch of 1 row'):
+        make_trainer(tmp_path, batches(1), 'auto', max_duration='1ba').fit()
+
+
+def test_a_fixed_microbatch_does_not_catch_out_of_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv(SIMULATE_ENV, '0:1')
+    with pytest.raises(torch.OutOfMemoryError, match='simulated'):
+        make_trainer(tmp_path, batches(1), 2, max_duration='1ba').fit()
+
+
+def _train_on_rank(rank: int, world_size: int, run_folder, results) -> None:
+    rows = slice(rank * 2, rank * 2 + 2)
+    data = [{k: v[rows] for k, v in batch.items()} for batch in batches(3)]
+    fsdp = FSDPConfig(sharding_strategy='FULL_SHARD')
+    for label, microbatch in (('auto', 'auto'), ('fixed', 1)):
+        os.environ[SIMULATE_ENV] = '1:1' if label == 'auto' else ''  # rank 1 only runs out of memory above 1 row
+        recorder = Losses()
+        make_trainer(run_folder / label, data, microbatch, [recorder], rank=rank, world_size=world_size,
+                     fsdp=fsdp).fit()
+        results[(rank, label)] = (recorder.losses, recorder.microbatches)
+
+
+@pytest.mark.slow
+def test_an_out_of_memory_on_one_rank_halves_on_every_rank(tmp_path):
+    with mp.Manager() as manager:
+        results = manager.dict()
+        run_ranks(_train_on_rank, 2, tmp_path, results, timeout=90)
+        results = dict(results)
+    assert results[(0, 'auto')][1] == results[(1, 'auto')][1] == [1, 1, 1]
+    assert results[(0, 'auto')][0] == results[(1, 'auto')][0] == results[(0, 'fixed')][0]
