@@ -47,3 +47,12 @@ def run_ranks(fn: Callable, world_size: int, *args, timeout: float = 120) -> Non
             for process in context.processes:
                 process.kill()
             pytest.fail(f'{world_size} gloo ranks did not finish within {timeout:.0f} s')
+
+
+def collect_from_ranks(fn: Callable, world_size: int, *args, timeout: float = 120) -> dict:
+    """run_ranks with a shared dict as fn's last argument, fn(rank, world_size, *args, results); what the ranks
+    stored in it."""
+    with mp.Manager() as manager:
+        results = manager.dict()
+        run_ranks(fn, world_size, *args, results, timeout=timeout)
+        return dict(results)

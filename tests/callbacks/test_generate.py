@@ -5,9 +5,8 @@ import logging
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from callback_state import finish_batch, make_state
-from ranks import run_ranks
+from ranks import collect_from_ranks
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -108,8 +107,5 @@ def _sample_on_rank(rank: int, world_size: int, run_folder, results) -> None:
 
 @pytest.mark.slow
 def test_sharded_ranks_that_finish_at_different_lengths_stay_in_step(tmp_path):
-    with mp.Manager() as manager:
-        results = manager.dict()
-        run_ranks(_sample_on_rank, 2, tmp_path, results, timeout=60)
-        lengths = dict(results)
+    lengths = collect_from_ranks(_sample_on_rank, 2, tmp_path, timeout=60)
     assert lengths[0] != lengths[1]  # one rank hit eos first and kept running forwards for the other

@@ -9,8 +9,7 @@ import os
 
 import pytest
 import torch
-import torch.multiprocessing as mp
-from ranks import run_ranks
+from ranks import collect_from_ranks
 from test_trainer_step import batches, make_trainer
 
 from llmfoundry.config.schema import FSDPConfig
@@ -84,9 +83,6 @@ def _train_on_rank(rank: int, world_size: int, run_folder, results) -> None:
 
 @pytest.mark.slow
 def test_an_out_of_memory_on_one_rank_halves_on_every_rank(tmp_path):
-    with mp.Manager() as manager:
-        results = manager.dict()
-        run_ranks(_train_on_rank, 2, tmp_path, results, timeout=90)
-        results = dict(results)
+    results = collect_from_ranks(_train_on_rank, 2, tmp_path, timeout=90)
     assert results[(0, 'auto')][1] == results[(1, 'auto')][1] == [1, 1, 1]
     assert results[(0, 'auto')][0] == results[(1, 'auto')][0] == results[(0, 'fixed')][0]

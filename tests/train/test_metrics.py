@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
-from ranks import run_ranks
+from ranks import collect_from_ranks
 
 from llmfoundry.train.metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
 
@@ -100,9 +99,6 @@ def _rank_main(rank: int, world_size: int, results: dict) -> None:
 @pytest.mark.slow
 def test_sync_gives_global_values_across_two_gloo_ranks():
     ce, accuracy = direct([batch(0), batch(1), batch(2, rows=2, seq=5)])
-    with mp.Manager() as manager:
-        results = manager.dict()
-        run_ranks(_rank_main, 2, results)
-        collected = dict(results)
+    collected = collect_from_ranks(_rank_main, 2)
     for rank in (0, 1):
         assert collected[rank] == pytest.approx([ce, math.exp(ce), accuracy], rel=1e-6)

@@ -9,8 +9,7 @@ import logging
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from ranks import run_ranks
+from ranks import collect_from_ranks
 from torch._dynamo.utils import counters
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper, OffloadWrapper
 from torch.distributed.fsdp import MixedPrecisionPolicy
@@ -130,10 +129,7 @@ def _rank_main(rank: int, world_size: int, results: dict) -> None:
 
 
 def run_two_ranks(deadline_s: float = 150) -> dict:
-    with mp.Manager() as manager:
-        results = manager.dict()
-        run_ranks(_rank_main, WORLD, results, timeout=deadline_s)
-        return dict(results)
+    return collect_from_ranks(_rank_main, WORLD, timeout=deadline_s)
 
 
 @pytest.fixture(scope='module')
