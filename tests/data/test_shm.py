@@ -137,8 +137,10 @@ def test_two_live_runs_do_not_collide(tmp_path, packed, tokenizer, tokenizer_dir
         # Our run starts (and cleans stale memory) while the other is mid-epoch: its segments survive.
         loader = build_text_dataloader({'dataset': {'local': packed, 'max_seq_len': L}}, tokenizer, 2)
         assert first['shm'] and all(os.path.exists(os.path.join(SHM_DIR, n)) for n in first['shm'])
-        assert _locks(first['prefix']), 'the other run has locked nothing yet: the test checks nothing'
-        assert _locks(first['prefix']) == first['locks'], 'our start removed the other run\'s lock files'
+        assert first['locks'], 'the other run has locked nothing yet: the test checks nothing'
+        # The other run may create more lock files meanwhile (streaming makes some lazily): none may be gone.
+        removed = sorted(set(first['locks']) - set(_locks(first['prefix'])))
+        assert not removed, f"our start removed the other run's lock files {removed}"
         assert f'{loader.dataset._shm_prefix_int:06}_' != first['prefix']
         ours = [r for b in loader for r in b['input_ids'].tolist()]
         out, _ = other.communicate('go\n', timeout=120)
