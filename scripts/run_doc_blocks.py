@@ -35,7 +35,7 @@ DOCS: list[tuple[str, str | None]] = [('README.md', 'Train'), ('docs/TUTORIAL.md
 SKIP = re.compile(r'<!--\s*docs-test:\s*skip\b\s*(.*?)\s*-->')
 FENCE = re.compile(r'^```(\w*)\s*$')
 RUNNABLE = {'bash': 'bash', 'sh': 'bash', 'python': 'python'}
-NOT_LINKED = {'.git', '.venv', 'work', 'quickstart-out', 'runs'}  # never shared with the temporary folder
+NOT_LINKED = {'.git', '.venv', 'tutorial-out', 'quickstart-out', 'runs'}  # never shared with the temporary folder
 
 # (document, text as written, text run instead): tiny training runs; the data steps are already quick.
 SUBSTITUTIONS: list[tuple[str, str, str]] = [
