@@ -55,7 +55,7 @@ def to_llama_config(config: MPTConfig) -> dict[str, Any]:
         'rms_norm_eps': config.norm_eps,
         'rope_theta': float(a['rope_theta']),
         'rope_scaling': _rope_scaling(a['rope_hf_config']),
-        'attention_bias': not config.no_bias,
+        'attention_bias': config.attention_bias,  # equals `not no_bias` here (see _llama_blockers)
         'mlp_bias': not config.no_bias,
         'attention_dropout': a['attn_pdrop'],
         'tie_word_embeddings': config.tie_word_embeddings,

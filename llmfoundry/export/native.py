@@ -55,6 +55,7 @@ def _mpt_blockers(config: MPTConfig) -> dict[str, str]:
         'attn_config.alibi_bias_max': (a['alibi_bias_max'] != 8, 'native MPT hard-codes alibi_bias_max=8'),
         'attn_config.rope': (a['rope'], 'native MPT has no rotary embedding'),
         'no_bias': (not config.no_bias, 'native MPT has no biases'),
+        'attention_bias': (config.attention_bias, 'native MPT has no q/k/v bias'),
         'attn_config.attn_type': (config.kv_n_heads != config.n_heads, 'native MPT is multi-head attention only'),
         'ffn_config.ffn_type': (f['ffn_type'] != 'mptmlp', 'native MPT has no gated FFN'),
         'ffn_config.ffn_act_fn': (activation_key(f['ffn_act_fn']) != ('gelu', 'none'),
@@ -78,6 +79,9 @@ def _llama_blockers(config: MPTConfig) -> dict[str, str]:
         'attn_config.clip_qkv': (a['clip_qkv'] is not None, 'Llama does not clip q/k/v'),
         'attn_config.softmax_scale': (a['softmax_scale'] is not None, 'Llama fixes the scale at head_dim**-0.5'),
         'norm_type': (config.norm_type not in ('rmsnorm', 'low_precision_rmsnorm'), 'Llama uses RMSNorm'),
+        # Llama's attention_bias switches q/k/v and o_proj together; ours switches q/k/v, and no_bias o_proj.
+        'attention_bias': (config.attention_bias == config.no_bias,
+                           "Llama's attention_bias covers q/k/v and o_proj alike; here only one of them has a bias"),
         'ffn_config.ffn_type': (f['ffn_type'] != 'mptglu', 'Llama has a gated FFN'),
         'ffn_config.ffn_act_fn': (activation_key(f['ffn_act_fn']) not in HF_ACTIVATIONS,
                                   'no transformers activation with the same numerics'),

@@ -37,9 +37,11 @@ def _block_other_params(config: MPTConfig) -> int:
         total += 2 * _norm_params(config, config.resolved_head_dim)
     elif attn['qk_ln']:
         total += _norm_params(config, q_size) + _norm_params(config, kv_size)
+    if config.attention_bias:  # Wqkv (or Wq/Wk/Wv); resolved from no_bias when the YAML leaves it null
+        total += q_size + 2 * kv_size
     if not config.no_bias:
         n_ffn_mats_in = 2 if config.ffn_config['ffn_type'] == 'mptglu' else 1
-        total += (q_size + 2 * kv_size) + config.d_model  # Wqkv (or Wq/Wk/Wv) and out_proj
+        total += config.d_model  # out_proj
         total += n_ffn_mats_in * config.ffn_hidden_size + config.d_model  # up (+ gate) and down_proj
     return total
 

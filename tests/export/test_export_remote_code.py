@@ -33,6 +33,7 @@ FLIPS = {
     'mpt-no-alibi': (MPT_BASE, {'attn_config': {'alibi': False}}, 'attn_config.alibi'),
     'mpt-alibi-bias-max': (MPT_BASE, {'attn_config': {'alibi_bias_max': 4}}, 'attn_config.alibi_bias_max'),
     'mpt-bias': (MPT_BASE, {'no_bias': False}, 'no_bias'),
+    'mpt-attention-bias': (MPT_BASE, {'attention_bias': True}, 'attention_bias'),  # q/k/v bias only
     'mpt-gqa': (MPT_BASE, {'attn_config': {'attn_type': 'grouped_query_attention', 'kv_n_heads': 2}},
                 'attn_config.attn_type'),
     'mpt-mqa': (MPT_BASE, {'attn_config': {'attn_type': 'multiquery_attention'}}, 'attn_config.attn_type'),
@@ -65,6 +66,9 @@ FLIPS = {
     'llama-no-rope': (LLAMA_BASE, {'attn_config': {'rope': False}}, 'attn_config.rope'),
     'llama-mlp': (LLAMA_BASE, {'ffn_config': {'ffn_type': 'mptmlp'}}, 'ffn_config.ffn_type'),
     'llama-layernorm': (LLAMA_BASE, {'norm_type': 'layernorm'}, 'norm_type'),
+    # Llama's attention_bias covers o_proj too: q/k/v bias without an out_proj bias, or the reverse, is not Llama.
+    'llama-attention-bias': (LLAMA_BASE, {'attention_bias': True}, 'attention_bias'),
+    'llama-attention-bias-off': (LLAMA_BASE, {'no_bias': False, 'attention_bias': False}, 'attention_bias'),
     'llama-logit-scale': (LLAMA_BASE, {'logit_scale': 0.5}, 'logit_scale'),
     'llama-final-softcap': (LLAMA_BASE, {'final_logit_softcapping': 20.0}, 'final_logit_softcapping'),
     'llama-embedding-fraction': (LLAMA_BASE, {'embedding_fraction': 0.5}, 'embedding_fraction'),

@@ -28,6 +28,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     'qk_gn_rmsnorm_biases': {'norm_type': 'rmsnorm', 'attn_config': {'qk_gn': True}},
     'head_dim_override_gqa': {'head_dim': 16, 'no_bias': True, 'attn_config': GQA},
     'expansion_ratio_3': {'expansion_ratio': 3},
+    'no_bias_attention_bias_on': {'no_bias': True, 'attention_bias': True},
+    'biases_attention_bias_off': {'attention_bias': False, 'attn_config': {'fused_qkv': False}},
 }
 
 

@@ -146,5 +146,39 @@ def test_a_misspelt_key_gets_the_nearest_keys_not_the_whole_list():
     with pytest.raises(ValueError) as caught:
         MPTConfig(d_modle=64)
     assert str(caught.value) == "MPTConfig: unknown key 'd_modle'. Did you mean 'd_model'?"
-    with pytest.raises(ValueError, match=r"unknown key 'zzz'\. Valid keys here: attn_config, .*vocab_size\."):
+    with pytest.raises(ValueError,
+                       match=r"unknown key 'zzz'\. Valid keys here: attention_bias, attn_config, .*vocab_size\."):
         MPTConfig(zzz=1)  # nothing is close: the valid keys are the useful answer
+
+
+# (no_bias, attention_bias) -> (q/k/v bias, bias everywhere else), as llm-foundry 0.22 resolves them.
+BIAS_SWITCHES = {
+    (False, None): (True, True),
+    (False, True): (True, True),
+    (False, False): (False, True),
+    (True, None): (False, False),
+    (True, True): (True, False),
+    (True, False): (False, False),
+}
+
+
+@pytest.mark.parametrize('fused_qkv', [True, False])
+@pytest.mark.parametrize(('no_bias', 'attention_bias'), sorted(BIAS_SWITCHES, key=str))
+def test_attention_bias_switches_only_the_qkv_projections(no_bias, attention_bias, fused_qkv):
+    qkv_bias, other_bias = BIAS_SWITCHES[(no_bias, attention_bias)]
+    config = MPTConfig(d_model=16, n_heads=2, n_layers=1, vocab_size=32, max_seq_len=8, no_bias=no_bias,
+                       attention_bias=attention_bias, attn_config={'attn_impl': 'torch', 'fused_qkv': fused_qkv})
+    assert config.attention_bias is qkv_bias  # stored resolved, as llm-foundry writes it to config.json
+    assert MPTConfig(**config.to_dict()).attention_bias is qkv_bias
+    names = {name for name, _ in MPTForCausalLM(config).named_parameters()}
+    qkv = ['attn.Wqkv'] if fused_qkv else ['attn.Wq', 'attn.Wk', 'attn.Wv']
+    for module in qkv:
+        assert (f'transformer.blocks.0.{module}.bias' in names) is qkv_bias
+    for module in ('blocks.0.attn.out_proj', 'blocks.0.ffn.up_proj', 'blocks.0.ffn.down_proj', 'blocks.0.norm_1',
+                   'norm_f'):
+        assert (f'transformer.{module}.bias' in names) is other_bias
+
+
+def test_attention_bias_must_be_a_bool_or_null():
+    with pytest.raises(ValueError, match=r"attention_bias='yes' is invalid; allowed: true, false or null"):
+        MPTConfig(attention_bias='yes')

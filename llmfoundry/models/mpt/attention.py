@@ -128,16 +128,16 @@ class GroupedQueryAttention(nn.Module):
         self.clip_qkv = attn['clip_qkv']
         self.dropout_p = attn['attn_pdrop']
         self.qk_gn = attn['qk_gn']
-        bias = not config.no_bias
+        bias, qkv_bias = not config.no_bias, config.attention_bias  # as llm-foundry: q/k/v follow attention_bias
         q_size, kv_size = self.n_heads * self.head_dim, self.kv_n_heads * self.head_dim
         self.split_sizes = [q_size, kv_size, kv_size]
         if attn['fused_qkv']:
-            self.Wqkv = nn.Linear(config.d_model, sum(self.split_sizes), bias=bias)
+            self.Wqkv = nn.Linear(config.d_model, sum(self.split_sizes), bias=qkv_bias)
             self.Wqkv.fused_split_sizes = self.split_sizes
         else:
-            self.Wq = nn.Linear(config.d_model, q_size, bias=bias)
-            self.Wk = nn.Linear(config.d_model, kv_size, bias=bias)
-            self.Wv = nn.Linear(config.d_model, kv_size, bias=bias)
+            self.Wq = nn.Linear(config.d_model, q_size, bias=qkv_bias)
+            self.Wk = nn.Linear(config.d_model, kv_size, bias=qkv_bias)
+            self.Wv = nn.Linear(config.d_model, kv_size, bias=qkv_bias)
         if attn['qk_ln'] or attn['qk_gn']:
             q_norm, k_norm = (self.head_dim, self.head_dim) if attn['qk_gn'] else (q_size, kv_size)
             self.q_ln = build_norm(config.norm_type, q_norm, config.norm_eps, bias=bias)

@@ -81,6 +81,15 @@ _TRANSFORMERS_EXTRA_KEYS = (
     'model_type', 'num_labels', 'use_return_dict', '_attn_implementation_autoset', 'attn_implementation',
     # transformers 5 passes name_or_path, and its PretrainedConfig no longer declares the token ids
     'name_or_path', 'bos_token_id', 'eos_token_id', 'pad_token_id',
+    # ... nor these, which transformers 4.x's to_dict() writes (llm-foundry 0.22 pins 4.51): plain metadata here.
+    'add_cross_attention', 'bad_words_ids', 'begin_suppress_tokens', 'cross_attention_hidden_size',
+    'decoder_start_token_id', 'diversity_penalty', 'do_sample', 'early_stopping', 'encoder_no_repeat_ngram_size',
+    'exponential_decay_length_penalty', 'finetuning_task', 'forced_bos_token_id', 'forced_eos_token_id',
+    'is_decoder', 'length_penalty', 'max_length', 'min_length', 'no_repeat_ngram_size', 'num_beam_groups',
+    'num_beams', 'num_return_sequences', 'output_scores', 'prefix', 'pruned_heads', 'remove_invalid_values',
+    'repetition_penalty', 'return_dict_in_generate', 'sep_token_id', 'suppress_tokens', 'task_specific_params',
+    'temperature', 'tf_legacy_loss', 'tie_encoder_decoder', 'tokenizer_class', 'top_k', 'top_p', 'torchscript',
+    'typical_p', 'use_bfloat16',
 )
 
 
@@ -182,6 +191,7 @@ class MPTConfig(PretrainedConfig):
         init_device: str = 'cpu',
         logit_scale: float | str | None = None,
         no_bias: bool = False,
+        attention_bias: bool | None = None,
         embedding_fraction: float = 1.0,
         norm_type: str = 'low_precision_layernorm',
         norm_eps: float = 1e-05,
@@ -214,6 +224,9 @@ class MPTConfig(PretrainedConfig):
         self.init_device = init_device
         self.logit_scale = logit_scale
         self.no_bias = no_bias
+        # Bias of the q/k/v projections only; None follows no_bias. Stored resolved, as llm-foundry stores it, so
+        # that config.json reads the same in both.
+        self.attention_bias = (not no_bias) if attention_bias is None else attention_bias
         self.embedding_fraction = embedding_fraction
         self.norm_type = norm_type
         self.norm_eps = norm_eps
@@ -294,6 +307,8 @@ class MPTConfig(PretrainedConfig):
                 )
         elif not isinstance(self.head_dim, int) or self.head_dim <= 0:
             raise _fail('head_dim', self.head_dim, 'a positive integer or null')
+        if not isinstance(self.attention_bias, bool):
+            raise _fail('attention_bias', self.attention_bias, 'true, false or null (follow no_bias)')
         for key in ('resid_pdrop', 'emb_pdrop'):
             if not _is_number(getattr(self, key)) or not 0 <= getattr(self, key) < 1:
                 raise _fail(key, getattr(self, key), 'a probability in [0, 1)')

@@ -9,12 +9,14 @@ optimizer and timestamp layouts are its own.
 
 A `.pt` is a pickle, and unpickling can run any code the file names. It is read with torch's restricted
 unpickler (`torch.load(weights_only=True)`), which only rebuilds tensors, storages, numbers, strings and plain
-containers; numpy arrays and dtypes (Composer's saved numpy RNG state) are added as data-only exceptions.
+containers; the plain data classes of Composer's checkpoints (`_SAFE_DATA`: numpy arrays and dtypes, timedelta,
+TorchVersion) are added as data-only exceptions.
 Anything else is refused before unpickling starts, with the offending names in the error.
 """
 
 from __future__ import annotations
 
+import datetime
 import io
 import pickle
 
@@ -23,6 +25,7 @@ import torch
 from torch.distributed.checkpoint import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
+from torch.torch_version import TorchVersion
 
 from llmfoundry import storage
 
@@ -32,18 +35,23 @@ from .errors import CheckpointError
 MODEL_PREFIX = 'model.'
 SHARDED_MODEL_PREFIX = 'state.model.'
 
-# numpy arrays pickle as (_reconstruct, ndarray, dtype); numpy 1 and 2 name _reconstruct differently, and numpy 2
-# rebuilds a dtype through its class (numpy.dtypes.UInt32DType, ...).
-_NUMPY_DATA = [
+# Plain data classes that Composer's checkpoints hold (listed from a real one with get_unsafe_globals_in_checkpoint,
+# see tests/fixtures/README.md), each rebuilt from numbers and strings without running any other code:
+# numpy arrays pickle as (_reconstruct, ndarray, dtype) (the numpy RNG state); numpy 1 and 2 name _reconstruct
+# differently, and numpy 2 rebuilds a dtype through its class (numpy.dtypes.UInt32DType, ...); the timestamp's
+# wall-clock fields are datetime.timedelta; the metadata's torch_version is a TorchVersion (a str subclass).
+_SAFE_DATA: list = [
     (np._core.multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
     (np._core.multiarray._reconstruct, 'numpy._core.multiarray._reconstruct'),
     np.ndarray,
     np.dtype,
     *(getattr(np.dtypes, name) for name in np.dtypes.__all__),
+    datetime.timedelta,
+    TorchVersion,
 ]
-_NUMPY_NAMES = {
-    'numpy.core.multiarray._reconstruct', 'numpy._core.multiarray._reconstruct', 'numpy.ndarray', 'numpy.dtype',
-}  # fmt: skip
+_SAFE_NAMES = frozenset(
+    entry[1] if isinstance(entry, tuple) else f'{entry.__module__}.{entry.__qualname__}' for entry in _SAFE_DATA
+)
 
 
 def is_composer_checkpoint(path: str) -> bool:
@@ -67,16 +75,16 @@ def read_model_weights(path: str) -> dict[str, torch.Tensor]:
 
 
 def restricted_load(path: str) -> object:
-    """torch.load of an untrusted `.pt`: tensors, plain containers and numpy data only; any other class is refused."""
+    """torch.load of an untrusted `.pt`: tensors, plain containers and `_SAFE_DATA` only; any other class is refused."""
     blob = _read_bytes(path)
     try:
-        unsafe = sorted(set(get_unsafe_globals_in_checkpoint(io.BytesIO(blob))) - _NUMPY_NAMES)
+        unsafe = sorted(set(get_unsafe_globals_in_checkpoint(io.BytesIO(blob))) - _SAFE_NAMES)
         if unsafe:
             raise CheckpointError(
                 f'refusing to unpickle {path}: it references {", ".join(unsafe)}, and a checkpoint should hold only '
                 'tensors, numbers, strings and containers (unpickling other classes can run arbitrary code).'
             )
-        with safe_globals(_NUMPY_DATA):
+        with safe_globals(_SAFE_DATA):
             return torch.load(io.BytesIO(blob), map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"refusing to unpickle {path}: torch's restricted unpickler rejects it ({err})") from err
