@@ -28,6 +28,10 @@ extras = {
     'tensorboard': ['tensorboard>=2.16'],
     'mlflow': ['mlflow>=2.14'],
     'peft': ['peft>=0.11'],
+    # fsspec implementations for object storage beyond S3 (llmfoundry/storage.py names the one a URL needs)
+    'gcs': ['gcsfs>=2025.3'],
+    'azure': ['adlfs>=2024.7'],
+    'oci': ['ocifs>=1.3'],
     'dev': [
         'pytest>=8',
         'pytest-timeout>=2.3',

@@ -1,16 +1,35 @@
-"""Local paths and s3:// URLs behind one small API (fsspec), and writes that appear whole or not at all.
+"""Local paths and object-storage URLs behind one small API (fsspec), and writes that appear whole or not at all.
 
 Every part of llmfoundry that reads or writes outside the process goes through here: data prep and the
-streaming loader (S3 endpoint), checkpoints (listings, markers, pointers), Hugging Face exports and the
-hf_checkpointer (atomic folders).
+streaming loader, checkpoints (listings, markers, pointers, DCP shards), Hugging Face exports and the
+hf_checkpointer, remote tokenizer folders.
+
+Schemes: llm-foundry's URL forms are mapped onto fsspec protocols, each with its own package and credentials:
+
+    s3://bucket/path          s3     s3fs (installed)   AWS credentials; endpoint below
+    gs://bucket/path          gcs    gcsfs              Google application-default credentials
+    oci://bucket@namespace/p  oci    ocifs              ~/.oci/config
+    azure://container/path    abfs   adlfs              account from AZURE_ACCOUNT_NAME, key from
+                                                        AZURE_ACCOUNT_ACCESS_KEY (mosaicml-streaming's variables),
+                                                        else adlfs's own (AZURE_STORAGE_ACCOUNT_NAME, Azure identity)
+    abfs://container/path     abfs   adlfs              adlfs's form; also abfs://container@ACCOUNT.dfs.core.windows.net/p
+    hf://datasets/org/repo/p  hf     huggingface_hub    HF_TOKEN / the cached login
+    dbfs:/path (one slash)    dbfs   fsspec + requests  DATABRICKS_HOST and DATABRICKS_TOKEN (DBFS REST API)
+    memory://path             memory fsspec             this process only (tests)
+    file:///path, plain paths local
+
+Any other protocol fsspec knows (sftp://, http://, az://, ...) works too, configured the fsspec way. A scheme
+whose package is missing fails naming the `pip install`; an unknown one lists the supported schemes. Functions
+that check a location take `key`, the config key or flag it came from, so that errors name it.
 
 S3 endpoint: S3_ENDPOINT_URL (what mosaicml-streaming reads) or AWS_ENDPOINT_URL (what boto3/s3fs read);
 `sync_s3_endpoint_env` makes both name the same server so every library agrees.
 
-Atomicity: a file is written under a temporary name beside its target and renamed over it (one PUT on S3,
-where objects appear whole anyway); a folder is built as a hidden sibling `.NAME.incomplete` and renamed to
-NAME once complete (`atomic_folder`). One writer per target: a new write clears the staging debris an
-interrupted one left.
+Atomicity: a file is written under a temporary name beside its target and renamed over it (one PUT on object
+storage, where objects appear whole anyway); a local folder is built as a hidden sibling `.NAME.incomplete`
+and renamed to NAME once complete (`atomic_folder`); object storage has no folder rename, so `upload_folder`
+orders its writes instead (the file that makes a folder loadable goes last). One writer per target: a new write
+clears the staging debris an interrupted one left.
 """
 
 from __future__ import annotations
@@ -22,12 +41,26 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import fsspec
 
-_REMOTE_SCHEMES = ('s3://',)
+# llm-foundry's URL scheme -> (fsspec protocol, pip package implementing it); None: part of fsspec itself.
+SCHEMES: dict[str, tuple[str, str | None]] = {
+    's3': ('s3', 's3fs'),
+    'gs': ('gcs', 'gcsfs'),
+    'oci': ('oci', 'ocifs'),
+    'azure': ('abfs', 'adlfs'),
+    'abfs': ('abfs', 'adlfs'),
+    'hf': ('hf', 'huggingface_hub'),
+    'dbfs': ('dbfs', 'requests'),
+    'memory': ('memory', None),
+    'file': ('file', None),
+}
+SUPPORTED = 'a local path, s3://, gs://, oci://, azure://, abfs://, hf://, dbfs:/, memory://, file://'
+# Written last by upload_folder: transformers (and load_model) treat a folder without it as no model at all.
+CONFIG_FILE = 'config.json'
 
 
 class StorageError(Exception):
@@ -37,13 +70,38 @@ class StorageError(Exception):
 # ----- locations ---------------------------------------------------------------------------------------------
 
 
+def scheme(url: str) -> str:
+    """The URL scheme ('s3', 'dbfs', ...), '' for a plain local path. `dbfs:/Volumes/...` has one slash."""
+    if url.startswith('dbfs:/'):
+        return 'dbfs'
+    head, sep, _ = url.partition('://')
+    return head if sep and head.replace('-', '').replace('+', '').replace('.', '').isalnum() else ''
+
+
 def is_remote(url: str) -> bool:
-    return '://' in url and not url.startswith('file://')
+    return scheme(url) not in ('', 'file')
 
 
-def check_supported(url: str) -> None:
-    if is_remote(url) and not url.startswith(_REMOTE_SCHEMES):
-        raise StorageError(f"unsupported output location '{url}': use a local path or s3://bucket/prefix")
+def _protocol(url: str) -> tuple[str, str | None]:
+    """(fsspec protocol, pip package) for `url`'s scheme; any protocol fsspec knows maps onto itself."""
+    name = scheme(url) or 'file'
+    return SCHEMES.get(name, (name, None))
+
+
+def check_supported(url: str, key: str = 'path') -> None:
+    """StorageError naming `key` unless `url` is local or a scheme whose fsspec implementation is importable."""
+    import fsspec  # here, not at the top: commands that only parse arguments stay fast
+
+    protocol, package = _protocol(url)
+    shown = 'dbfs:/' if scheme(url) == 'dbfs' else f'{scheme(url)}://'
+    if protocol not in fsspec.available_protocols():
+        raise StorageError(f"{key}={url!r}: unsupported scheme '{shown}'; use {SUPPORTED}, "
+                           'or another protocol fsspec knows')
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as err:
+        install = f'pip install {package}' if package else str(err)
+        raise StorageError(f"{key}={url!r}: {shown} needs the package that implements it: {install}") from err
 
 
 def sync_s3_endpoint_env() -> None:
@@ -56,17 +114,37 @@ def sync_s3_endpoint_env() -> None:
         os.environ['S3_ENDPOINT_URL'] = aws
 
 
-def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path within it) for a local path or s3:// URL."""
-    import fsspec  # here, not at the top: commands that only parse arguments stay fast
-
-    check_supported(url)
-    if url.startswith('s3://'):
+def _options(name: str) -> dict[str, Any]:
+    """Storage options for llm-foundry's schemes whose settings live in environment variables fsspec does not read."""
+    if name == 's3':
         sync_s3_endpoint_env()
         endpoint = os.environ.get('S3_ENDPOINT_URL')
-        fs = fsspec.filesystem('s3', client_kwargs={'endpoint_url': endpoint} if endpoint else {})
-        return fs, url[len('s3://'):].rstrip('/')
-    return fsspec.filesystem('file'), os.path.abspath(os.path.expanduser(url))
+        return {'client_kwargs': {'endpoint_url': endpoint}} if endpoint else {}
+    if name == 'azure':
+        env = {'account_name': 'AZURE_ACCOUNT_NAME', 'credential': 'AZURE_ACCOUNT_ACCESS_KEY'}
+        return {option: os.environ[var] for option, var in env.items() if os.environ.get(var)}
+    if name == 'dbfs':  # fsspec's DatabricksFileSystem takes the workspace host without https://
+        missing = [var for var in ('DATABRICKS_HOST', 'DATABRICKS_TOKEN') if not os.environ.get(var)]
+        if missing:
+            raise StorageError(f"dbfs:/ needs {' and '.join(missing)} set (the workspace URL and an access token)")
+        host = os.environ['DATABRICKS_HOST'].removeprefix('https://').rstrip('/')
+        return {'instance': host, 'token': os.environ['DATABRICKS_TOKEN']}
+    return {}
+
+
+def filesystem(url: str, key: str = 'path') -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path within it) for a local path or a URL of any supported scheme."""
+    import fsspec
+
+    check_supported(url, key)
+    name = scheme(url)
+    if not is_remote(url):
+        return fsspec.filesystem('file'), os.path.abspath(os.path.expanduser(url.removeprefix('file://')))
+    if name == 'dbfs':  # fsspec's dbfs does not parse `dbfs:/...`; its paths are absolute DBFS paths
+        return fsspec.filesystem('dbfs', **_options(name)), '/' + url[len('dbfs:/'):].strip('/')
+    protocol, _ = _protocol(url)
+    fs, path = fsspec.core.url_to_fs(f'{protocol}://{url.split("://", 1)[1]}', **_options(name))
+    return fs, path.rstrip('/')
 
 
 def join(url: str, *parts: str) -> str:
@@ -154,9 +232,9 @@ def remove(url: str) -> None:
         fs.invalidate_cache()
 
 
-def check_writable(url: str) -> None:
+def check_writable(url: str, key: str = 'output') -> None:
     """Fail early, with the reason, when `url` cannot be written (bad folder, missing bucket, no rights)."""
-    fs, path = filesystem(url)
+    fs, path = filesystem(url, key)
     probe = posixpath.join(path, f'.write-probe-{uuid.uuid4().hex}') if is_remote(url) else None
     try:
         if probe is None:
@@ -165,10 +243,57 @@ def check_writable(url: str) -> None:
         fs.pipe_file(probe, b'')
         fs.rm(probe)
     except Exception as err:  # noqa: BLE001 - any failure means "not writable"; the reason is kept
-        raise StorageError(f"cannot write to output '{url}': {type(err).__name__}: {err}") from err
+        raise StorageError(f"cannot write to {key} '{url}': {type(err).__name__}: {err}") from err
     finally:
         if is_remote(url):
             fs.invalidate_cache()
+
+
+# ----- whole folders to and from object storage ---------------------------------------------------------------
+
+
+def upload_folder(local_dir: str | os.PathLike[str], url: str, *, replace: bool, last: str = CONFIG_FILE) -> None:
+    """Publish the local folder `local_dir` at `url` so that it looks complete (holds `last`) only once it is.
+
+    Local `url`: a copy built in `atomic_folder` and renamed into place. Object storage cannot rename a prefix,
+    so completeness is one file instead: `last` (config.json for a Hugging Face folder, whose absence makes
+    transformers see no model; index.json for MDS) is uploaded after every other file. Replacing an existing
+    folder first deletes its `last`, then the rest of it, then uploads: a reader at any moment sees either the
+    old complete folder or an incomplete one, never new weights under an old config. A failed upload leaves a
+    folder without `last`, which no loader accepts. Without `replace` the destination must be empty.
+    """
+    local = Path(local_dir)
+    files = sorted(p.relative_to(local).as_posix() for p in local.rglob('*') if p.is_file())
+    if last not in files:
+        raise StorageError(f"{local} has no {last}: it is not a complete folder to publish")
+    if not is_remote(url):
+        with atomic_folder(filesystem(url)[1], replace=replace) as staging:
+            shutil.copytree(local, staging, dirs_exist_ok=True)
+        return
+    fs, root = filesystem(url)
+    if not is_empty(url):
+        if not replace:
+            raise StorageError(f"'{url}' already exists and is not empty; remove it or allow replacing it")
+        remove(join(url, last))  # before anything else: from now on the old folder no longer looks complete
+        remove(url)
+    body = [name for name in files if name != last]
+    if body:
+        fs.put([str(local / name) for name in body], [posixpath.join(root, name) for name in body])
+    fs.put_file(str(local / last), posixpath.join(root, last))
+    fs.invalidate_cache()
+
+
+def download_folder(url: str, local_dir: str | os.PathLike[str], key: str = 'path') -> None:
+    """Copy every file under `url` into the local folder `local_dir` (created), keeping relative paths."""
+    fs, root = filesystem(url, key)
+    fs.invalidate_cache()
+    found = [path for path in fs.find(root) if path.rstrip('/') != root]
+    if not found:
+        raise StorageError(f"{key}={url!r}: no files there")
+    for path in found:
+        target = Path(local_dir, posixpath.relpath(path, root))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(path, str(target))
 
 
 # ----- local folders that appear complete or not at all ------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from streaming import Stream, StreamingDataLoader, StreamingDataset
+from streaming.base.storage.download import DOWNLOADER_MAPPINGS, CloudDownloader
 from transformers import PreTrainedTokenizerBase
 
 from llmfoundry import storage
@@ -91,9 +92,25 @@ DATA_PREP = ("llmfoundry data-prep convert_text_to_mds --input_folder YOUR_TEXT_
              "--concat_tokens {seq_len} --tokenizer {tokenizer} --eos_text '<|endoftext|>'")
 
 
+def check_remote(remote: str, key: str) -> None:
+    """ConfigError naming `key` unless mosaicml-streaming can download from `remote` (it reads s3://, gs://,
+    oci://, azure://, azure-dl://, hf://, dbfs:/, sftp://, alipan:// with its own clients, not fsspec)."""
+    try:
+        CloudDownloader.get(remote)  # streaming's own choice of client; its constructor imports that client
+    except ValueError as err:
+        names = sorted(name for name in DOWNLOADER_MAPPINGS if name and name != 'dbfs-uc')  # dbfs-uc: dbfs:/Volumes
+        schemes = ', '.join('dbfs:/' if name == 'dbfs' else f'{name}://' for name in names)
+        raise ConfigError(f'{key}={remote!r}: mosaicml-streaming cannot download from it ({err}); '
+                          f'it reads {schemes}, or a local folder') from err
+    except ImportError as err:
+        raise ConfigError(f'{key}={remote!r}: mosaicml-streaming needs the module {err.name!r} for this '
+                          f'scheme: {err}') from err
+
+
 def check_local_data(loader_cfg: dict[str, Any], section: str, tokenizer: str = 'YOUR_TOKENIZER') -> None:
     """Each dataset (or stream) with no `remote` must have its MDS index in `local`; the error names the key,
-    the folder and the data-prep command that creates it. With a remote, `local` is only a cache."""
+    the folder and the data-prep command that creates it. With a remote, `local` is only a cache, and the
+    remote must be one streaming can download from."""
     dataset = to_plain(loader_cfg).get('dataset')
     if not isinstance(dataset, dict):
         return
@@ -103,6 +120,7 @@ def check_local_data(loader_cfg: dict[str, Any], section: str, tokenizer: str = 
         isinstance(streams, dict)) else [(path, dataset)]
     for key, cfg in sources:
         if cfg.get('remote'):
+            check_remote(str(cfg['remote']), f'{key}.remote')
             continue
         local, split = cfg.get('local'), cfg.get('split', dataset.get('split')) or ''
         if not local:

@@ -1,12 +1,20 @@
-"""Load a Hugging Face tokenizer from a `tokenizer: {name, kwargs}` config section."""
+"""Load a Hugging Face tokenizer from a `tokenizer: {name, kwargs}` config section.
+
+`name` is a hub id, a local folder, or a folder on object storage (any URL `llmfoundry.storage` reads, e.g.
+s3://bucket/tokenizer): that one is downloaded to a private temporary folder, loaded, and the copy deleted
+(a tokenizer holds everything in memory once loaded; private, so concurrent ranks never share a half-copy).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from llmfoundry import storage
 
 log = logging.getLogger(__name__)
 
@@ -19,20 +27,30 @@ def looks_like_path(name: str) -> bool:
 
 
 def build_tokenizer(name: str, kwargs: dict[str, Any] | None = None) -> PreTrainedTokenizerBase:
-    """Load `name` (hub id or local folder) with `kwargs` (e.g. model_max_length) passed through.
+    """Load `name` (hub id, local folder or remote folder URL) with `kwargs` (e.g. model_max_length) passed through.
 
     Pretraining packs documents separated by EOS, so a tokenizer without an EOS token is an error.
     A tokenizer without a pad token gets its EOS token as pad token; loaders mask padding through
     `attention_mask`, never by comparing ids, so this is safe.
     """
     kwargs = dict(kwargs or {})
-    path = os.path.expanduser(name)
+    if storage.is_remote(name):
+        with tempfile.TemporaryDirectory(prefix='llmfoundry-tokenizer-') as local:
+            try:
+                storage.download_folder(name, local, key='tokenizer.name')
+            except storage.StorageError as err:
+                raise OSError(str(err)) from err
+            return _load(name, local, kwargs)
+    path = os.path.expanduser(name.removeprefix('file://'))
     if os.path.isdir(path):
-        source = path
-    elif looks_like_path(name) or os.path.exists(path):
+        return _load(name, path, kwargs)
+    if looks_like_path(name) or os.path.exists(path):
         raise FileNotFoundError(f"tokenizer folder '{name}' does not exist (or is not a folder)")
-    else:
-        source = name
+    return _load(name, name, kwargs)
+
+
+def _load(name: str, source: str, kwargs: dict[str, Any]) -> PreTrainedTokenizerBase:
+    """AutoTokenizer.from_pretrained(source), checked for EOS and given a pad token; errors name `name`."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except OSError as err:

@@ -12,6 +12,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from llmfoundry import storage
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.validation import ConfigError, check_keys
 from llmfoundry.data.text_loader import check_local_data
@@ -26,21 +27,41 @@ TOKENIZER_KEYS = ('name', 'kwargs')
 def run_folder_for(config: TrainConfig, run_name: str) -> Path:
     """Always local: save_folder when it is a local path, else runs/{run_name}."""
     folder = config.save_folder
-    if folder and '://' not in folder:
-        return Path(folder.format(run_name=run_name))
+    if folder and not storage.is_remote(folder):
+        return Path(folder.removeprefix('file://').format(run_name=run_name))
     return Path('runs') / run_name
 
 
 def check_paths(config: TrainConfig, run_name: str) -> None:
-    """Data folders (or a remote to stream from), load_path, and the local folder the run writes to."""
+    """Data folders (or a remote to stream from), load_path, and the local folder the run writes to; every URL's
+    scheme is supported and its package installed (the tokenizer's, save_folder's, hf_checkpointer's too)."""
     tokenizer = str(config.tokenizer.get('name', 'YOUR_TOKENIZER'))
+    for key, url in remote_locations(config):
+        check_location(url, key)
     for path, section in loader_sections(config):
         if section.get('name', 'text') == 'text':
             check_local_data(section, path, tokenizer)
     if config.load_path:
         check_load_path(config.load_path, run_name)
-    local_save = config.save_folder and '://' not in config.save_folder
+    local_save = config.save_folder and not storage.is_remote(config.save_folder)
     check_writable(run_folder_for(config, run_name), 'save_folder' if local_save else 'run folder')
+
+
+def remote_locations(config: TrainConfig) -> list[tuple[str, str]]:
+    """(config key, URL) for each location outside this machine the run reads or writes through storage.py."""
+    hf_checkpointer = (config.callbacks or {}).get('hf_checkpointer') or {}
+    found = [('load_path', config.load_path), ('save_folder', config.save_folder),
+             ('tokenizer.name', config.tokenizer.get('name')),
+             ('callbacks.hf_checkpointer.save_folder', hf_checkpointer.get('save_folder'))]
+    return [(key, str(url)) for key, url in found if url and storage.is_remote(str(url))]
+
+
+def check_location(url: str, key: str) -> None:
+    """ConfigError naming `key` for a URL whose scheme is unknown or whose fsspec package is not installed."""
+    try:
+        storage.check_supported(url, key)
+    except storage.StorageError as error:
+        raise ConfigError(str(error)) from error
 
 
 def check_writable(folder: Path, key: str) -> None:

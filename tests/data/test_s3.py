@@ -86,5 +86,5 @@ def test_s3_output_errors(s3_prefix, corpus_jsonl, capsys):
     assert prep_main(['convert_dataset_json', '--path', str(corpus_jsonl), '--out_root', f'{s3_prefix}/a']) == 0
     assert prep_main(['convert_dataset_json', '--path', str(corpus_jsonl), '--out_root', f'{s3_prefix}/a']) == 1
     assert 'already exists and is not empty' in capsys.readouterr().err
-    assert prep_main(['convert_dataset_json', '--path', str(corpus_jsonl), '--out_root', 'gs://bucket/x']) == 1
-    assert "unsupported output location 'gs://bucket/x'" in capsys.readouterr().err
+    assert prep_main(['convert_dataset_json', '--path', str(corpus_jsonl), '--out_root', 'foo://bucket/x']) == 1
+    assert "--out_root='foo://bucket/x': unsupported scheme 'foo://'" in capsys.readouterr().err

@@ -1,1 +1,1 @@
-"""Convert text, JSON Lines or Hugging Face datasets into MDS shards (local or s3://)."""
+"""Convert text, JSON Lines or Hugging Face datasets into MDS shards (a local folder or object storage)."""

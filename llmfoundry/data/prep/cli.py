@@ -16,9 +16,10 @@ import os
 import sys
 
 from llmfoundry.data.errors import DataError
-from llmfoundry.storage import StorageError
+from llmfoundry.storage import StorageError, check_supported
 
 COMMANDS = ('convert_dataset_hf', 'convert_dataset_json', 'convert_text_to_mds')
+OUTPUT_HELP = 'local folder or object-storage URL (s3://, gs://, oci://, azure://, hf://, dbfs:/, ...)'
 
 
 def _add_conversion_flags(parser: argparse.ArgumentParser, concat_required: bool = False) -> None:
@@ -46,18 +47,18 @@ def _parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument('--data_files', action='append', default=None, metavar='[SPLIT=]PATH',
                             help='data files for a builder; repeatable (default split: train)')
         parser.add_argument('--splits', nargs='+', default=['train'])
-        parser.add_argument('--out_root', required=True, help='local folder or s3://bucket/prefix')
+        parser.add_argument('--out_root', required=True, help=OUTPUT_HELP)
         parser.add_argument('--tokenizer_kwargs', default='{}', help='JSON object passed to from_pretrained')
         parser.add_argument('--num_workers', type=int, default=None, help='tokenising processes (default: 1)')
         _add_conversion_flags(parser)
     elif command == 'convert_dataset_json':
         parser.add_argument('--path', required=True, help='a .jsonl file, a folder of them, or a glob')
-        parser.add_argument('--out_root', required=True, help='local folder or s3://bucket/prefix')
+        parser.add_argument('--out_root', required=True, help=OUTPUT_HELP)
         parser.add_argument('--split', default='train')
         _add_conversion_flags(parser)
     else:
         parser.add_argument('--input_folder', required=True, help='folder of .txt files, one document each')
-        parser.add_argument('--output_folder', required=True, help='local folder or s3://bucket/prefix')
+        parser.add_argument('--output_folder', required=True, help=OUTPUT_HELP)
         parser.add_argument('--use_tokenizer_eos', action='store_true', help="use the tokenizer's EOS as --eos_text")
         parser.add_argument('--processes', type=int, default=os.cpu_count() or 1,
                             help='parallel groups; the same value always gives the same output')
@@ -105,6 +106,9 @@ def _data_files(values: list[str] | None) -> dict[str, list[str]] | None:
 
 def _run(command: str, args: argparse.Namespace) -> None:
     from llmfoundry.data.prep.progress import Progress
+
+    flag = 'output_folder' if command == 'convert_text_to_mds' else 'out_root'
+    check_supported(getattr(args, flag), f'--{flag}')  # before the tokenizer or any input is read
 
     if command == 'convert_dataset_hf':
         from llmfoundry.data.prep.dataset_hf import convert_hf

@@ -107,7 +107,7 @@ def write_documents(
     num_workers: int = 0,
     report: Callable[[Stats], None] = lambda stats: None,
 ) -> Stats:
-    """Convert `docs` into one MDS dataset at `dest` (local or s3://); returns the counts.
+    """Convert `docs` into one MDS dataset at `dest` (local path or URL); returns the counts.
 
     Tokens are counted as written into the packer (documents' tokens incl. BOS/EOS text), so a
     trailing partial row still counts; `samples` is what the dataset holds.

@@ -14,7 +14,7 @@ The names below are the package's interface; its modules are its internals:
     formats.py       what a load path may be (ours, Composer's) and a cheap readability check
     composer.py      reading the weights of Composer checkpoints without Composer
     rng.py           per-rank generator state: capture, restore, reseed
-    dcp_io.py        DCP save / load at a local folder or s3:// prefix
+    dcp_io.py        DCP save / load at a local folder or any storage.py URL
     errors.py        CheckpointError
 """
 

@@ -1,12 +1,14 @@
-"""torch.distributed.checkpoint (DCP) save and load at a URL: a local folder or an s3:// prefix.
+"""torch.distributed.checkpoint (DCP) save and load at a local folder or any URL `llmfoundry.storage` supports.
 
 Everything else about where checkpoints live (paths, listings, small files, removal) is `llmfoundry.storage`;
-DCP's own fsspec filesystem is pointed at the same S3 endpoint.
+DCP's fsspec reader and writer are given the very filesystem that layer builds (same S3 endpoint, same
+credentials, llm-foundry's `azure://` and `dbfs:/` forms), instead of one fsspec would derive from the URL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -21,31 +23,45 @@ from torch.distributed.checkpoint import (
     StorageReader,
     StorageWriter,
 )
-from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
+from torch.distributed.checkpoint._fsspec_filesystem import FileSystem as FsspecFileSystem
 
 from llmfoundry.storage import filesystem, is_remote
 
 from .errors import CheckpointError
 
 
-def _fsspec_kwargs(url: str) -> dict:
-    """The options that make DCP's fsspec filesystem talk to the same S3 endpoint as `filesystem`."""
-    fs, _ = filesystem(url)
-    return dict(fs.storage_options)
+class _StorageFileSystem(FsspecFileSystem):
+    """DCP's fsspec file access, on `llmfoundry.storage.filesystem(url)`; paths are within that filesystem."""
+
+    def init_path(self, path: str | os.PathLike, **kwargs: Any) -> str:
+        self.fs, inner = filesystem(os.fspath(path))
+        return inner
+
+
+class _RemoteWriter(FileSystemWriter):
+    """FileSystemWriter's file layout through `_StorageFileSystem` (what torch's FsspecWriter does via url_to_fs)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, sync_files=False)  # object stores have no fsync: a file exists once its upload closes
+        self.fs = _StorageFileSystem()
+        self.path = self.fs.init_path(url)
+
+
+class _RemoteReader(FileSystemReader):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.fs = _StorageFileSystem()
+        self.path = self.fs.init_path(url)
 
 
 def writer(url: str) -> StorageWriter:
-    """A DCP writer for a local folder (plain files) or an s3:// prefix (fsspec/s3fs)."""
-    if is_remote(url):
-        return FsspecWriter(url, **_fsspec_kwargs(url))
-    return FileSystemWriter(filesystem(url)[1])
+    """A DCP writer for a local folder (plain files) or a remote prefix (fsspec)."""
+    return _RemoteWriter(url) if is_remote(url) else FileSystemWriter(filesystem(url)[1])
 
 
 def reader(url: str) -> StorageReader:
-    """A DCP reader for a local folder or an s3:// prefix."""
-    if is_remote(url):
-        return FsspecReader(url, **_fsspec_kwargs(url))
-    return FileSystemReader(filesystem(url)[1])
+    """A DCP reader for a local folder or a remote prefix."""
+    return _RemoteReader(url) if is_remote(url) else FileSystemReader(filesystem(url)[1])
 
 
 def save(state: dict[str, Any], url: str) -> None:

@@ -1,6 +1,6 @@
 """The on-disk layout of a save folder, and what makes a checkpoint folder complete.
 
-    {save_folder}/                 save_folder with {run_name} filled in (local path or s3://bucket/prefix)
+    {save_folder}/                 save_folder with {run_name} filled in (local path or URL)
         latest                     text: the name of the newest complete checkpoint folder
         ep0-ba10/                  one folder per checkpoint, named from save_filename
             .metadata              DCP's index of every entry (written last by DCP, by rank 0)
