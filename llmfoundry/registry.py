@@ -113,7 +113,7 @@ def check_kwargs(
 # `model:` -> (**section) -> nn.Module
 models: Registry[nn.Module] = Registry('models', {
     'mpt_causal_lm': 'llmfoundry.models.builders:build_mpt_causal_lm',
-    'hf_causal_lm': 'llmfoundry.models.builders:build_hf_causal_lm',
+    'hf_causal_lm': 'llmfoundry.models.hf_causal_lm:build_hf_causal_lm',
 })
 # `train_loader:`, `eval_loader:`, `eval_loaders:` -> (section, tokenizer, device batch size, path) -> loader
 dataloaders: Registry[Any] = Registry('dataloaders', {

@@ -9,7 +9,8 @@ import sys
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='llmfoundry convert', description=__doc__)
     sub = parser.add_subparsers(dest='direction', required=True)
-    to_hf = sub.add_parser('to-hf', help='export as native MPT, native Llama, or remote code (chosen from the config)')
+    to_hf = sub.add_parser('to-hf', help='export as native MPT, native Llama, or remote code (chosen from the config); '
+                           "an hf_causal_lm run's checkpoint as its own transformers class")
     to_hf.add_argument('src', help='a folder saved with save_pretrained (or any folder from-hf reads), or a training '
                        "checkpoint: a run folder (save_folder; its 'latest' checkpoint is used), one of our "
                        'checkpoint folders, a Composer DCP folder or a Composer .pt')
@@ -28,6 +29,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _export(model: object, args: argparse.Namespace) -> str:
+    """Export `model` (an MPT, any other transformers model rebuilt from a checkpoint, or a folder); its format."""
+    from llmfoundry.models.mpt import MPTForCausalLM
+
+    from .any_model import export_state_dict
+    from .to_hf import export_to_hf
+
+    if isinstance(model, (str, MPTForCausalLM)):
+        return export_to_hf(model, args.out, dtype=args.dtype, max_seq_len=args.max_seq_len,
+                            tokenizer=args.tokenizer, remote_code=args.remote_code)
+    if args.max_seq_len is not None or args.remote_code:
+        raise ValueError(f'--max-seq-len and --remote-code apply to MPT only; {type(model).__name__} is written '
+                         'with its own config and code.')
+    export_state_dict(model, model.state_dict(), args.out, dtype=args.dtype, tokenizer=args.tokenizer,
+                      overwrite=False)
+    return type(model).__name__
+
+
 def main(argv: list[str]) -> int:
     try:
         args = _parser().parse_args(argv)
@@ -38,7 +57,6 @@ def main(argv: list[str]) -> int:
 
     from .from_checkpoint import model_from_checkpoint, resolve_run_folder
     from .from_hf import convert_from_hf
-    from .to_hf import export_to_hf
 
     try:
         if args.direction == 'to-hf':
@@ -46,8 +64,7 @@ def main(argv: list[str]) -> int:
             if src != args.src:
                 print(f'{args.src} is a run folder; exporting its latest checkpoint {src}')
             model = model_from_checkpoint(src, args.config) if is_training_checkpoint(src) else src
-            fmt = export_to_hf(model, args.out, dtype=args.dtype, max_seq_len=args.max_seq_len,
-                               tokenizer=args.tokenizer, remote_code=args.remote_code)
+            fmt = _export(model, args)
             print(f'wrote {args.out} ({fmt})')
         else:
             kind = convert_from_hf(args.src, args.out)

@@ -1,7 +1,8 @@
 """Rebuild a model from a training checkpoint so `llmfoundry convert to-hf` can export it.
 
 A training checkpoint holds weights but not a model class: the model is rebuilt from the `model` section of
-a training config, then the weights are loaded into it in this one process (DCP reshards whatever number of
+a training config (mpt_causal_lm, or hf_causal_lm from its pretrained_model_name_or_path's config, with
+config_overrides), then the weights are loaded into it in this one process (DCP reshards whatever number of
 ranks wrote them). Our checkpoints store their resolved config; Composer's keep theirs in a layout of their
 own, so for those the training YAML must be given (`--config`).
 """
@@ -13,10 +14,13 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 
 from llmfoundry.models.builders import build_model
-from llmfoundry.models.mpt import MPTForCausalLM
 from llmfoundry.train import checkpoint
+from llmfoundry.train.hf_init import allocate
+
+EXPORTABLE = ('mpt_causal_lm', 'hf_causal_lm')
 
 
 def resolve_run_folder(src: str | Path) -> str:
@@ -33,7 +37,7 @@ def resolve_run_folder(src: str | Path) -> str:
     return found
 
 
-def model_from_checkpoint(src: str | Path, config_yaml: str | Path | None = None) -> MPTForCausalLM:
+def model_from_checkpoint(src: str | Path, config_yaml: str | Path | None = None) -> nn.Module:
     """The model saved in checkpoint `src`, on CPU, built from `config_yaml` or else from the stored config."""
     src = str(src)
     is_composer = checkpoint.is_composer_checkpoint(src)
@@ -58,11 +62,16 @@ def _model_section(config_text: str, origin: str | Path) -> dict[str, Any]:
     return resolved['model']
 
 
-def _empty_model(section: dict[str, Any]) -> MPTForCausalLM:
-    """The model of `section` with uninitialised CPU weights: built on meta (no init cost), then allocated."""
-    if section.get('name') != 'mpt_causal_lm':
-        raise ValueError(f"model.name={section.get('name')!r}: only mpt_causal_lm checkpoints can be exported; "
-                         'an hf_causal_lm model is exported by save_pretrained from the training code.')
+def _empty_model(section: dict[str, Any]) -> nn.Module:
+    """The model of `section` with uninitialised CPU weights: built on meta (no init cost, no pretrained weights
+    read), then allocated."""
+    name = section.get('name')
+    if name not in EXPORTABLE:
+        raise ValueError(f"model.name={name!r}: only {' and '.join(EXPORTABLE)} checkpoints can be exported.")
+    if name == 'hf_causal_lm':
+        model = build_model({**section, 'init_device': 'meta', 'pretrained': False})
+        allocate(model, torch.device('cpu'))  # keeps buffers (rotary inv_freq) and tied weights
+        return model
     model = build_model({**section, 'init_device': 'meta'})
     model.to_empty(device=torch.device('cpu'))
     model.config.init_device = 'cpu'  # the exported config must not ask loaders for a meta model

@@ -7,12 +7,14 @@ import logging
 from typing import Any
 
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.registry import check_kwargs, models
 
+from .hf_causal_lm import build_hf_causal_lm
 from .mpt import MPTConfig, MPTForCausalLM
+
+__all__ = ['LOSS_FNS', 'build_hf_causal_lm', 'build_model', 'build_mpt_causal_lm']
 
 log = logging.getLogger(__name__)
 
@@ -25,25 +27,6 @@ def build_mpt_causal_lm(**config: Any) -> MPTForCausalLM:
         return MPTForCausalLM(MPTConfig(**config))
     except ValueError as error:
         raise ConfigError(str(error).replace('MPTConfig: ', 'model: ')) from error
-
-
-def build_hf_causal_lm(
-    pretrained_model_name_or_path: str,
-    pretrained: bool = True,
-    config_overrides: dict[str, Any] | None = None,
-    trust_remote_code: bool = False,
-    init_device: str = 'cpu',
-) -> nn.Module:
-    """Any transformers causal LM by hub name or local folder; `pretrained: false` starts from random weights."""
-    config = AutoConfig.from_pretrained(pretrained_model_name_or_path, trust_remote_code=trust_remote_code)
-    for key, value in (config_overrides or {}).items():
-        if not hasattr(config, key):
-            raise ConfigError(f"model.config_overrides.{key}: {type(config).__name__} has no attribute '{key}'.")
-        setattr(config, key, value)
-    if pretrained:
-        return AutoModelForCausalLM.from_pretrained(pretrained_model_name_or_path, config=config,
-                                                    trust_remote_code=trust_remote_code)
-    return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
 
 
 def build_model(section: dict[str, Any]) -> nn.Module:

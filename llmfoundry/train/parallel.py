@@ -4,9 +4,10 @@ DeviceMesh) with it; one process needs neither.
 Without fsdp_config: the model is placed on the device (a meta-built one initialised there, `materialise`),
 torch.compile'd per block, and wrapped in DistributedDataParallel over a 1-D ('replicate',) mesh of all ranks.
 With fsdp_config (`parallelize`): activation checkpointing / offloading per block -> torch.compile per block ->
-`fully_shard` per block -> `fully_shard` on the root. A model built on the meta device is then allocated and
-initialised shard by shard (`materialise`), so no rank ever holds the full weights and the initial values do not
-depend on the world size or the sharding.
+`fully_shard` per block -> `fully_shard` on the root. The blocks are the model's decoder layers (`find_blocks`: MPT's,
+or any transformers model's `_no_split_modules` list). A model built on the meta device is then allocated and
+initialised shard by shard (`materialise`; transformers models in hf_init.py), so no rank ever holds the full
+weights and the initial values do not depend on the world size or the sharding.
 
 sharding_strategy -> mesh and `reshard_after_forward` (blocks; the root keeps its parameters unsharded after
 forward, since the tied embedding / head is needed again as soon as backward starts):
@@ -59,7 +60,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from llmfoundry.config.schema import FSDPConfig
 from llmfoundry.config.validation import ConfigError, check_keys
+from llmfoundry.models.mpt import MPTForCausalLM
 from llmfoundry.models.mpt.param_init import initial_value
+
+from .hf_init import materialise_hf, original_class, unwrapped_name
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +81,6 @@ FSDP1_ONLY_KNOBS = {
     'use_orig_params': (True, 'FSDP2 always exposes the original parameters (as DTensors)'),
     'sync_module_states': (False, 'every rank initialises the same weights deterministically'),
 }
-# Prefixes that wrappers add to parameter names; initial values are keyed by the unwrapped model's names.
-WRAPPER_PREFIXES = ('_checkpoint_wrapped_module.', '_orig_mod.')
 
 
 # ----- mesh ----------------------------------------------------------------------------------------------------
@@ -183,10 +185,28 @@ def mixed_precision_policy(setting: str | dict[str, Any], precision: str = 'amp_
 
 
 # ----- the recipe ----------------------------------------------------------------------------------------------
+def _block_class(module: nn.Module) -> type[nn.Module]:
+    """The class of a block as the model defines it: under checkpoint wrappers and FSDP's subclass."""
+    while isinstance(module, ActivationWrapper):
+        module = module._checkpoint_wrapped_module
+    return original_class(module)
+
+
+def find_blocks(model: nn.Module) -> nn.ModuleList | None:
+    """The model's decoder layers: the nn.ModuleList of one class named in transformers' `_no_split_modules`
+    (MPT's MPTBlock included), else the longest nn.ModuleList of modules of one class; None when there is none."""
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0
+             and len({_block_class(block) for block in m}) == 1]
+    no_split = set(getattr(model, '_no_split_modules', None) or ())
+    named = [m for m in lists if _block_class(m[0]).__name__ in no_split]
+    return max(named or lists, key=len, default=None)
+
+
 def _blocks(model: nn.Module) -> nn.ModuleList:
-    blocks = getattr(getattr(model, 'transformer', None), 'blocks', None)
-    if not isinstance(blocks, nn.ModuleList):
-        raise ConfigError(f'fsdp_config needs a model with transformer.blocks; {type(model).__name__} has none.')
+    blocks = find_blocks(model)
+    if blocks is None:
+        raise ConfigError(f'fsdp_config needs a model made of repeated blocks (an nn.ModuleList of decoder layers); '
+                          f'{type(model).__name__} has none.')
     return blocks
 
 
@@ -220,11 +240,11 @@ def apply_activation_checkpointing(blocks: nn.ModuleList, fsdp: FSDPConfig) -> N
 
 
 def compile_blocks(model: nn.Module, compile_config: dict[str, Any] | None) -> None:
-    """compile_config: torch.compile every transformer block in place (names unchanged; the blocks are identical, so
-    one compilation is reused), or the whole model when it has no blocks."""
+    """compile_config: torch.compile every block (`find_blocks`) in place (names unchanged; the blocks are identical,
+    so one compilation is reused), or the whole model when it has no blocks."""
     if compile_config is None:
         return
-    blocks = getattr(getattr(model, 'transformer', None), 'blocks', None)
+    blocks = find_blocks(model)
     blocks = blocks if blocks is not None else [model]
     if any(isinstance(block, ActivationWrapper) for block in blocks):
         # A block fills the forward's shared attention-bias cache (a dict) on first use; dynamo refuses that side
@@ -293,13 +313,6 @@ def parallelize(
 
 
 # ----- meta-device initialisation ------------------------------------------------------------------------------
-def unwrapped_name(name: str) -> str:
-    """A parameter's name in the unwrapped model (checkpoint and compile wrappers add prefixes)."""
-    for prefix in WRAPPER_PREFIXES:
-        name = name.replace(prefix, '')
-    return name
-
-
 def local_part(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     """This rank's part of `full` for `param` (its local shard when a DTensor); no communication."""
     if not isinstance(param, DTensor):
@@ -307,14 +320,22 @@ def local_part(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     return distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None).to_local()
 
 
-@torch.no_grad()
 def materialise(model: nn.Module, device: torch.device | str, base_seed: int | None = None) -> nn.Module:
     """Move `model` to `device`; a meta-built (possibly sharded) model is allocated there instead and every
-    parameter gets its deterministic initial value: the full value is computed one parameter at a time and only the
-    local shard is kept, so the weights equal a single-process init with the same seed and no rank holds the full
-    model."""
+    parameter gets its initial value, only the local shard of it kept: MPT's deterministic per-parameter init
+    (`base_seed`, default the model's init_seed), or for a transformers model its pretrained weights or
+    `_init_weights` (hf_init.py). The weights equal a single-process build and no rank holds the full model."""
     if not any(p.is_meta for p in model.parameters()):
         return model.to(device)
+    if isinstance(model, MPTForCausalLM):
+        return _materialise_mpt(model, device, base_seed)
+    materialise_hf(model, device, find_blocks(model))
+    return model
+
+
+@torch.no_grad()
+def _materialise_mpt(model: MPTForCausalLM, device: torch.device | str, base_seed: int | None) -> MPTForCausalLM:
+    """The full value of each parameter is computed one parameter at a time and only the local shard is kept."""
     seed = model.init_seed if base_seed is None else base_seed
     model.to_empty(device=device)
     seen: set[int] = set()

@@ -20,6 +20,7 @@ from llmfoundry.config.validation import ConfigError
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 from llmfoundry.train.parallel import (
     build_mesh,
+    find_blocks,
     mesh_shape,
     mixed_precision_policy,
     parallelize,
@@ -298,3 +299,26 @@ def test_one_process_materialise_equals_cpu_init():
     reference = dict(tiny_model('cpu').named_parameters())
     for name, param in model.named_parameters():
         assert torch.equal(param, reference[unwrapped_name(name)]), name
+
+
+def test_find_blocks_finds_decoder_layers_of_any_model():
+    from transformers import AutoModelForCausalLM, GPTNeoXConfig
+
+    mpt = parallelize(tiny_model(n_layers=3), FSDPConfig(activation_checkpointing=True), mesh=None)
+    assert find_blocks(mpt) is mpt.transformer.blocks  # still found once wrapped for checkpointing
+    neox = AutoModelForCausalLM.from_config(GPTNeoXConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32,
+                                                          num_hidden_layers=3, num_attention_heads=4))
+    assert find_blocks(neox) is neox.gpt_neox.layers  # named in _no_split_modules
+
+    class Plain(torch.nn.Module):  # no _no_split_modules: the longest list of one class
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.ReLU()])
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(3))
+            self.extra = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(2))
+
+    plain = Plain()
+    assert find_blocks(plain) is plain.layers
+    assert find_blocks(torch.nn.Linear(2, 2)) is None
+    with pytest.raises(ConfigError, match='fsdp_config needs a model made of repeated blocks'):
+        parallelize(torch.nn.Linear(2, 2), FSDPConfig(), mesh=None)
