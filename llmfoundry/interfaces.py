@@ -74,6 +74,10 @@ class LoggerDestination:
     def log_metrics(self, metrics: dict[str, float], timestamp: Timestamp) -> None:
         pass
 
+    def upload_file(self, path: str, kind: str = 'model') -> None:
+        """A file or folder the run wrote (a checkpoint, after it is complete): destinations that store files
+        (W&B artifacts with log_artifacts) copy it; the others ignore it."""
+
     def close(self) -> None:
         pass
 
@@ -91,6 +95,10 @@ class MetricLogger:
     def log_hyperparameters(self, config: dict[str, Any]) -> None:
         for destination in self.destinations:
             destination.log_hyperparameters(config)
+
+    def upload_file(self, path: str, kind: str = 'model') -> None:
+        for destination in self.destinations:
+            destination.upload_file(path, kind)
 
     def close(self) -> None:
         for destination in self.destinations:

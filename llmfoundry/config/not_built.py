@@ -6,6 +6,8 @@ yet. Unset (absent or null) it is accepted and dropped, so llm-foundry YAMLs tha
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from .validation import ConfigError
@@ -38,9 +40,19 @@ NOT_BUILT_LOADERS: dict[str, str] = {
 }
 LOADER_SECTIONS = ('train_loader', 'eval_loader')
 
+# Mixture-of-experts: MPT's megablocks FFNs and the Hugging Face MoE architectures (DBRX is llm-foundry's own).
+MOE_FFN_TYPES = ('mb_moe', 'mb_dmoe')
+MOE_MODEL_TYPES = ('dbrx', 'mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v2', 'deepseek_v3', 'olmoe', 'jamba')
+MOE_HUB_PREFIX = 'databricks/dbrx'  # DBRX hub ids, recognised without downloading their config.json
+
 
 def check_not_built(config: dict[str, Any]) -> None:
-    """Raise for the first key or loader in `config` that names a feature not built yet."""
+    """Raise for the first key or loader in `config` that names a feature not built yet.
+
+    MoE goes first: MoE YAMLs (DBRX's) also carry ICL and finetuning keys, and the model is the bigger gap."""
+    model = config.get('model')
+    if isinstance(model, dict):
+        check_not_moe(model)
     for path, message in NOT_BUILT.items():
         parent, key = _parent(config, path)
         if parent is not None and parent.get(key) is not None:
@@ -49,6 +61,39 @@ def check_not_built(config: dict[str, Any]) -> None:
         name = section.get('name')
         if isinstance(name, str) and name in NOT_BUILT_LOADERS:
             raise ConfigError(f'{path}.name={name} is not supported yet: {NOT_BUILT_LOADERS[name]}.')
+
+
+def check_not_moe(model: dict[str, Any]) -> None:
+    """Refuse a mixture-of-experts model: ffn_config.ffn_type mb_moe / mb_dmoe or any moe_* key, in the model
+    section or its config_overrides, or a Hugging Face MoE model (its local config.json's model_type, or a DBRX id)."""
+    overrides = model.get('config_overrides')
+    for where, section in (('model', model), ('model.config_overrides', overrides)):
+        ffn = section.get('ffn_config') if isinstance(section, dict) else None
+        if not isinstance(ffn, dict):
+            continue
+        if ffn.get('ffn_type') in MOE_FFN_TYPES:
+            raise ConfigError(_moe(f"{where}.ffn_config.ffn_type={ffn['ffn_type']}"))
+        moe_keys = sorted(key for key in ffn if str(key).startswith('moe_'))
+        if moe_keys:
+            raise ConfigError(_moe(f"{where}.ffn_config.{moe_keys[0]}"))
+    name = model.get('pretrained_model_name_or_path')
+    model_type = _hf_model_type(name) if isinstance(name, str) else None
+    if model_type in MOE_MODEL_TYPES or isinstance(name, str) and name.lower().startswith(MOE_HUB_PREFIX):
+        raise ConfigError(_moe(f'model.pretrained_model_name_or_path={name} (a {model_type or "dbrx"} model)'))
+
+
+def _moe(what: str) -> str:
+    return (f'{what}: mixture-of-experts (MoE) models are not supported (no expert-parallel FFN is built); '
+            'use a dense model (ffn_type mptmlp or mptglu).')
+
+
+def _hf_model_type(name: str) -> str | None:
+    """model_type of a local Hugging Face folder's config.json (None for a hub id or an unreadable file)."""
+    path = Path(name) / 'config.json'
+    try:
+        return json.loads(path.read_text(encoding='utf-8')).get('model_type')
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def without_unset(config: dict[str, Any]) -> dict[str, Any]:

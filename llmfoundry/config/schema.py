@@ -71,10 +71,11 @@ class TrainConfig:
     compile_config: dict[str, Any] | None = None
     dist_timeout: float = 600.0
     code_paths: list[str] | None = None
+    # CUDA allocator / module loading: environment variables set before CUDA starts (environment.py)
     max_split_size_mb: int | None = None
-    expandable_segments: bool = False
+    expandable_segments: bool = True
     cuda_load_lazy: bool = False
-    spin_dataloaders: bool = True  # Composer detail; accepted, nothing to do here
+    spin_dataloaders: bool = True  # no effect here; warns when false (no_op.py says why)
 
     # Logging
     run_name: str | None = None
@@ -83,7 +84,7 @@ class TrainConfig:
     console_log_interval: str | int = '1ba'
     log_config: bool = True
     python_log_level: str | None = 'debug'
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None  # logged with the hyperparameters (metadata.py)
     flatten_metadata: bool = True
 
     # Checkpoints

@@ -2,20 +2,27 @@
 
 The W&B run starts at the first logging call, which only rank 0 makes, so a data-parallel job makes
 one run. Its local files go under the run folder. Steps are batches completed, so curves line up with
-metrics.jsonl. With `log_artifacts`, files handed to `upload_file` (checkpoints) become W&B artifacts.
+metrics.jsonl. With `log_artifacts`, every checkpoint the run saves (handed over by the trainer through
+`upload_file`) becomes a W&B artifact of type model.
 WANDB_MODE=offline writes the run locally for a later `wandb sync`.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from llmfoundry.config.time import Timestamp
 from llmfoundry.interfaces import LoggerDestination
+from llmfoundry.storage import is_remote
 
 from ._optional import import_extra
+
+log = logging.getLogger(__name__)
+# URL schemes W&B artifacts can store as references (other object stores are not uploaded)
+WANDB_REFERENCE_SCHEMES = ('s3://', 'gs://', 'http://', 'https://')
 
 
 class WandBLogger(LoggerDestination):
@@ -44,13 +51,24 @@ class WandBLogger(LoggerDestination):
     def log_metrics(self, metrics: dict[str, float], timestamp: Timestamp) -> None:
         self.run.log(dict(metrics), step=timestamp.batch)
 
-    def upload_file(self, path: Path, kind: str = 'model') -> None:
-        """Store a file (e.g. a checkpoint) as an artifact named after it; a no-op unless log_artifacts."""
+    def upload_file(self, path: str, kind: str = 'model') -> None:
+        """Store a checkpoint (a folder or file; an s3:// URL as a reference) as an artifact named after it; a no-op
+        unless log_artifacts."""
         if not self.log_artifacts:
             return
-        name = re.sub(r'[^A-Za-z0-9_.-]', '_', Path(path).name)  # W&B's allowed artifact name characters
+        path = str(path)
+        name = re.sub(r'[^A-Za-z0-9_.-]', '_', PurePosixPath(path.rstrip('/')).name)  # W&B's allowed characters
         artifact = self._wandb.Artifact(name=name, type=kind)
-        artifact.add_file(str(path))
+        if is_remote(path):  # remote storage: W&B records the URL and checksums instead of copying
+            if not path.startswith(WANDB_REFERENCE_SCHEMES):
+                log.warning('wandb log_artifacts: W&B cannot reference %s (it references %s); not uploaded.',
+                            path, ', '.join(WANDB_REFERENCE_SCHEMES))
+                return
+            artifact.add_reference(path)
+        elif Path(path).is_dir():
+            artifact.add_dir(path)
+        else:
+            artifact.add_file(path)
         self.run.log_artifact(artifact)
 
     def close(self) -> None:

@@ -17,9 +17,12 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from transformers import PreTrainedTokenizerBase
 
-from llmfoundry.config.schema import TrainConfig
+from llmfoundry.config.metadata import logged_config
+from llmfoundry.config.no_op import warn_no_op_keys
+from llmfoundry.config.schema import FSDPConfig, TrainConfig
 from llmfoundry.config.time import Time
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.interfaces import Callback, DistInfo, LoggerDestination, MetricLogger, TrainState
@@ -34,7 +37,7 @@ from .console import ConsoleLogger
 from .distributed import agree_on_errors
 from .jsonl import JSONLLogger
 from .loaders import build_loader, eval_sections
-from .parallel import build_mesh, parallelize
+from .parallel import build_mesh, parallelize, unwrapped_name
 from .plan import device_batch_sizes
 from .preflight import check_paths, load_tokenizer, run_folder_for
 from .trainer import Trainer
@@ -96,6 +99,34 @@ def prepare_model(config: TrainConfig, info: DistInfo) -> tuple[nn.Module, nn.Mo
     return model, module
 
 
+def sharding_plan(model: nn.Module, fsdp: FSDPConfig) -> list[str]:
+    """fsdp_config.verbose: one line for the policy, then one per fully_shard unit (outermost first) with the
+    parameters it owns (those no inner unit took), the mesh they are sharded over and their placements."""
+    units = [(name, module) for name, module in model.named_modules() if isinstance(module, FSDPModule)]
+    if not units:
+        return ['sharding plan: no module is sharded (one rank, or no fsdp_config)']
+    lines, claimed = [], set()
+    for name, module in reversed(units):  # innermost first, so each unit counts only what its sub-units did not take
+        owned = [param for param in module.parameters() if id(param) not in claimed]
+        claimed.update(id(param) for param in owned)
+        lines.append(_unit_line(unwrapped_name(name) or '(root)', module, owned))
+    policy = (f'sharding plan: {fsdp.sharding_strategy}, mixed_precision {fsdp.mixed_precision}, cpu_offload '
+              f'{fsdp.cpu_offload}; {len(units)} fully_shard units')
+    return [policy, *reversed(lines)]
+
+
+def _unit_line(name: str, module: nn.Module, owned: list[nn.Parameter]) -> str:
+    count = sum(param.numel() for param in owned)
+    where = ''
+    if owned and hasattr(owned[0], 'device_mesh'):  # DTensor: the mesh and how each dimension shards
+        mesh = owned[0].device_mesh
+        where = f' over mesh {dict(zip(mesh.mesh_dim_names or (), mesh.shape))} as {list(owned[0].placements)}'
+    kind = type(module).__name__.removeprefix('FSDP')  # fully_shard renames the class FSDP<class>
+    wrapped = getattr(module, '_checkpoint_wrapped_module', None)  # activation checkpointing's wrapper
+    kind = f'{kind} of {type(wrapped).__name__}' if wrapped is not None else kind
+    return f'  {name} ({kind}): {count:,} parameters{where}'
+
+
 def check_inputs(config: TrainConfig, run_name: str) -> PreTrainedTokenizerBase:
     """What can fail before anything is built, each failure a ConfigError: code_paths are imported, every path
     is checked (preflight.py) and the tokenizer is loaded (and returned)."""
@@ -107,6 +138,9 @@ def check_inputs(config: TrainConfig, run_name: str) -> PreTrainedTokenizerBase:
 def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo) -> Trainer:
     """Everything the run needs, built in order (what can fail cheaply first), and the Trainer that runs it."""
     run_name = agree_on_run_name(config)
+    hyperparameters = logged_config(config, resolved)
+    if info.is_main:
+        warn_no_op_keys(config)
     tokenizer = agree_on_errors(lambda: check_inputs(config, run_name), info)
     seed_everything(config.seed)
     run_folder = run_folder_for(config, run_name)
@@ -118,6 +152,8 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
     device_batch, micro = device_batch_sizes(config, info.world_size)
 
     model, module = prepare_model(config, info)
+    if config.fsdp_config is not None and config.fsdp_config.verbose and info.is_main:
+        log.info('\n'.join(sharding_plan(model, config.fsdp_config)))
     if micro == 'auto':  # the first steps probe: the trainer halves on out of memory (microbatch.py)
         log.info('device_train_microbatch_size: auto: starting with the device batch (%d)', device_batch)
         micro = device_batch
@@ -134,7 +170,7 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
             log.info('Resolved config:\n%s', config_yaml)
     destinations = build_loggers(config, run_folder, run_name, max_duration, console_interval) if info.is_main else []
     logger = MetricLogger(destinations, info.is_main)
-    logger.log_hyperparameters(resolved)
+    logger.log_hyperparameters(hyperparameters)
     state = TrainState(
         config=config, model=model, optimizer=optimizer, dist=info, max_duration=max_duration, run_name=run_name,
         run_folder=run_folder, device_train_batch_size=device_batch, microbatch_size=micro, tokenizer=tokenizer,

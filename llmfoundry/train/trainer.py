@@ -15,7 +15,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -95,6 +95,7 @@ class Trainer:
         self.saver = saver
         self.signals = StopSignals()
         self.phase = 'setup'  # what the loop is doing, for timeout reports
+        self.last_eval_batch: int | None = None  # the batch count of the latest evaluation
         self.autocast_dtype = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16}.get(config.precision)
         self.scaler = self._grad_scaler()
         self.train_metrics = [LanguageCrossEntropy(), LanguagePerplexity(), TokenAccuracy()]
@@ -219,6 +220,7 @@ class Trainer:
                 metric.sync()
                 results[metric_name('eval', metric, label)] = metric.compute()
         model.train(was_training)
+        self.last_eval_batch = self.state.timestamp.batch
         self.logger.log(results, self.state.timestamp)
         self._event('eval_end', results)
         return results
@@ -269,7 +271,7 @@ class Trainer:
 
     def _fit(self) -> TrainState:
         state = self.state
-        started = time.monotonic()
+        started, first_batch = time.monotonic(), state.timestamp.batch
         state.model.train()
         self._event('fit_start')
         if self.config.eval_first and self.eval_loaders:
@@ -283,6 +285,7 @@ class Trainer:
                     self._evaluate_and_save(previous)
         if state.stop_reason:
             log.warning('Stopping at batch %d: %s', state.timestamp.batch, state.stop_reason)
+        self._evaluate_at_end(trained=state.timestamp.batch > first_batch)
         diverged_path = self._save_at_end()
         self._event('fit_end')
         self.logger.close()
@@ -292,16 +295,34 @@ class Trainer:
         log.info(run_summary(state, last_path, time.monotonic() - started))
         return state
 
+    def _evaluate_at_end(self, trained: bool) -> None:
+        """As Composer does, evaluate once at the end of training unless an interval just did (or nothing was
+        trained, e.g. a restart after the end). Not after a stop request: a preempted run must exit quickly, and
+        a diverged one has nothing worth measuring."""
+        just_evaluated = self.last_eval_batch == self.state.timestamp.batch
+        if self.eval_loaders and trained and self.state.stop_reason is None and not just_evaluated:
+            self.evaluate()
+
     def _save_at_end(self) -> str | None:
         """The end of training is always checkpointed; a diverged state only with save_on_divergence (returns where)."""
         if not self.saver:
             return None
         if not self.state.diverged:
-            self.saver.save(self.state, self.train_loader)
+            self._save_and_upload(lambda: self.saver.save(self.state, self.train_loader))
             return None
         if self.config.save_on_divergence:
-            return self.saver.save_diverged(self.state, self.train_loader)
+            return self._save_and_upload(lambda: self.saver.save_diverged(self.state, self.train_loader))
         return None
+
+    def _save_and_upload(self, save: Callable[[], str | None]) -> str | None:
+        """Run `save`; a checkpoint it wrote (complete on every rank by then) goes to the loggers that store files
+        (W&B's log_artifacts). Returns what `save` returned."""
+        before = self.saver.last_path
+        returned = save()
+        written = returned or self.saver.last_path
+        if written and written != before:
+            self.logger.upload_file(written)
+        return returned
 
     def _run_epoch(self) -> bool:
         """Train through the loader once; False when the run ended before the epoch did."""
@@ -340,4 +361,4 @@ class Trainer:
             self.evaluate()
         if self.saver:
             self.phase = f'checkpoint after batch {state.timestamp.batch}'
-            self.saver.after_step(previous, state, self.train_loader)
+            self._save_and_upload(lambda: self.saver.after_step(previous, state, self.train_loader))

@@ -1,0 +1,151 @@
+"""`--dry-run` on our yamls/ and on one fixture per llm-foundry 0.22 recipe shape (tests/fixtures/llmfoundry-yamls):
+each is accepted, or refused with the message that names the missing feature (never as an unknown key).
+
+Model folders (tiny GPT-2, Llama, Mistral and DBRX written with transformers' config classes), the MDS data and the
+tokenizer are made here; the YAMLs' own paths are placeholders that the overrides replace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from llmfoundry.data.prep.cli import main as data_prep
+from llmfoundry.train.entry import main as train
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / 'tests' / 'fixtures' / 'llmfoundry-yamls'
+OURS = sorted((REPO / 'yamls' / 'pretrain').glob('*.yaml'))
+
+FINETUNING = r'train_loader\.name=finetuning is not supported yet: finetuning loaders .* are not built yet'
+ICL = r'icl_tasks is not supported yet \(in-context-learning \(ICL\) evaluation is not built\)'
+PEFT = r'model\.peft_config is not supported yet \(PEFT / LoRA finetuning is not built\)'
+MOE = r'mixture-of-experts \(MoE\) models are not supported'
+DBRX = r'model\.pretrained_model_name_or_path=.*tiny-dbrx \(a dbrx model\): ' + MOE
+# fixture -> (the model folder it uses, None when accepted or the refusal's pattern)
+CASES = {
+    'mpt-125m.yaml': (None, None),
+    'mpt-7b.yaml': (None, None),
+    'pretrain-mpt-small-cpu.yaml': (None, None),
+    'pretrain-gpt2-small.yaml': ('gpt2', None),
+    'pretrain-llama.yaml': ('llama', None),
+    'finetune-mistral-domain-adapt.yaml': ('mistral', None),
+    'pretrain-testing-moe.yaml': (None, r'model\.ffn_config\.ffn_type=mb_dmoe: ' + MOE),
+    'pretrain-gpt-neo-125m-eval.yaml': ('gpt2', ICL),
+    'finetune-1b-local-data-sft.yaml': (None, FINETUNING),
+    'finetune-mpt-7b-dolly-sft.yaml': (None, FINETUNING),
+    'finetune-llama-3-8b-dolly-sft.yaml': ('llama', FINETUNING),
+    'finetune-gpt2-arc-easy-cpu-streaming.yaml': ('gpt2', FINETUNING),
+    'finetune-llama-lora.yaml': ('llama', PEFT),
+    'finetune-dbrx-full-ft.yaml': ('dbrx', DBRX),
+    'finetune-dbrx-lora-ft.yaml': ('dbrx', DBRX),
+}
+# Small enough for a dry run's first batch on the tiny corpus, whatever the YAML's production batch.
+SMALL_BATCH = ['global_train_batch_size=4', 'device_train_microbatch_size=2']
+HF_CONFIGS = {
+    'gpt2': lambda: transformers.GPT2Config(vocab_size=1024, n_positions=128, n_embd=16, n_layer=2, n_head=2),
+    'llama': lambda: transformers.LlamaConfig(vocab_size=1024, hidden_size=16, intermediate_size=32,
+                                              num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                              max_position_embeddings=128),
+    'mistral': lambda: transformers.MistralConfig(vocab_size=1024, hidden_size=16, intermediate_size=32,
+                                                  num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                                  max_position_embeddings=128),
+    'dbrx': lambda: transformers.DbrxConfig(vocab_size=1024, d_model=16, n_heads=2, n_layers=2, max_seq_len=128,
+                                            ffn_config={'ffn_hidden_size': 32, 'moe_num_experts': 4, 'moe_top_k': 2}),
+}
+
+
+def test_every_fixture_has_a_case():
+    assert sorted(CASES) == sorted(path.name for path in FIXTURES.glob('*.yaml'))
+
+
+@pytest.fixture(scope='module')
+def mds(corpus_dir: Path, tokenizer_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """{train,val}/ MDS folders of 64-token samples, written by our own data-prep command."""
+    out = tmp_path_factory.mktemp('yamls-mds')
+    for split in ('train', 'val'):
+        assert data_prep(['convert_text_to_mds', '--input_folder', str(corpus_dir), '--output_folder',
+                          str(out / split), '--concat_tokens', '64', '--tokenizer', tokenizer_dir]) == 0
+    return out
+
+
+@pytest.fixture(scope='module')
+def hf_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny local folder per architecture: config.json and random weights (DBRX: the config is all a refusal
+    reads)."""
+    root = tmp_path_factory.mktemp('hf-models')
+    folders = {}
+    for name, make_config in HF_CONFIGS.items():
+        folders[name] = root / f'tiny-{name}'
+        config = make_config()
+        if name == 'dbrx':
+            config.save_pretrained(folders[name])
+            continue
+        torch.manual_seed(0)
+        transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folders[name])
+    return folders
+
+
+def dry_run(capsys, yaml: Path, overrides: list[str]) -> tuple[int, str, str]:
+    code = train([str(yaml), *overrides, '--dry-run'])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_llmfoundry_recipe_shape(name, capsys, mds, tokenizer_dir, hf_folders, tmp_path, monkeypatch):
+    folder, refusal = CASES[name]
+    monkeypatch.chdir(tmp_path)  # the YAMLs' relative placeholders resolve here, and nothing is written
+    overrides = [f'variables.data_local={mds}', f'tokenizer.name={tokenizer_dir}', *SMALL_BATCH]
+    if folder:
+        overrides.append(f'variables.model_name_or_path={hf_folders[folder]}')
+    code, out, err = dry_run(capsys, FIXTURES / name, overrides)
+    if refusal is None:
+        assert code == 0, err
+        assert out.splitlines()[-1] == 'dry run OK: nothing was trained or written.'
+    else:
+        assert code == 2, out
+        assert err.startswith('Config error: ')
+        assert err.count('\n') == 1  # one line
+        assert re.search(refusal, err), err
+
+
+@pytest.mark.parametrize('yaml', OURS, ids=[path.name for path in OURS])
+def test_our_pretraining_yamls_pass_a_dry_run(yaml, capsys, mds, tokenizer_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    overrides = [f'variables.data_local={mds}', f'tokenizer.name={tokenizer_dir}', *SMALL_BATCH]
+    code, out, err = dry_run(capsys, yaml, overrides)
+    assert code == 0, err
+    assert out.splitlines()[-1] == 'dry run OK: nothing was trained or written.'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', [name for name, (folder, refusal) in CASES.items() if folder and refusal is None])
+def test_hugging_face_shapes_train_on_two_ranks_under_fsdp(name, mds, tokenizer_dir, hf_folders, tmp_path):
+    """Two batches on 2 gloo ranks with the YAML's fsdp_config: the sharding plan is logged (verbose), and the run
+    ends with one evaluation (its eval_interval is longer than the run)."""
+    folder = CASES[name][0]
+    command = [sys.executable, '-m', 'llmfoundry.cli', 'train', str(FIXTURES / name), '--nproc', '2',
+               f'variables.data_local={mds}', f'tokenizer.name={tokenizer_dir}', f'variables.model_name_or_path='
+               f'{hf_folders[folder]}', *SMALL_BATCH, 'max_duration=2ba', 'eval_subset_num_batches=1',
+               'precision=fp32', 'fsdp_config.verbose=true', 'variables.max_seq_len=64', 'callbacks=null',
+               'train_loader.num_workers=0', 'eval_loader.num_workers=0', 'run_name=hf-fsdp',
+               f'save_folder={tmp_path}/checkpoints']
+    result = subprocess.run(command, cwd=tmp_path, env={**os.environ, 'PYTHONUNBUFFERED': '1'}, capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the root and each of the 2 layers
+    assert 'sharding plan: FULL_SHARD, mixed_precision PURE, cpu_offload False; 3 fully_shard units' in result.stderr
+    run_folder = tmp_path / 'checkpoints'
+    records = [json.loads(line) for line in (run_folder / 'metrics.jsonl').read_text().splitlines()]
+    evaluated = [record['batch'] for record in records if 'metrics/eval/LanguageCrossEntropy' in record]
+    assert evaluated == [2]
+    assert list(run_folder.glob('*/.complete'))  # the checkpoint at the end of training
