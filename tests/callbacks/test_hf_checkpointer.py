@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from callback_state import finish_batch, make_state
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from tiny_hf import VOCAB, fixed_logits, word_tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from llmfoundry import storage
 from llmfoundry.callbacks.hf_checkpointer import HuggingFaceCheckpointer
@@ -22,7 +22,6 @@ from llmfoundry.interfaces import MetricLogger
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 from llmfoundry.registry import callbacks
 
-VOCAB = 64
 NO_LOG = MetricLogger([], is_main=True)
 
 
@@ -41,22 +40,9 @@ def _model() -> MPTForCausalLM:
     return MPTForCausalLM(config)
 
 
-def _tokenizer() -> PreTrainedTokenizerFast:
-    tokenizer = Tokenizer(models.WordLevel({f'w{i}': i for i in range(VOCAB - 1)} | {'[UNK]': VOCAB - 1},
-                                           unk_token='[UNK]'))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token='[UNK]')
-
-
-@torch.no_grad()
-def _logits(model: torch.nn.Module) -> torch.Tensor:
-    ids = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(1))
-    return model.eval()(input_ids=ids).logits.float()
-
-
 def _run(tmp_path: Path, callback: HuggingFaceCheckpointer, batches: int, model=None):
     state = make_state(tmp_path, model or _model(), max_duration=f'{batches}ba')
-    state.tokenizer = _tokenizer()
+    state.tokenizer = word_tokenizer()
     callback.fit_start(state, NO_LOG)
     for _ in range(batches):
         finish_batch(state)
@@ -73,7 +59,7 @@ def test_saves_at_crossings_and_fit_end_in_float32_with_matching_logits(tmp_path
     assert sorted(p.name for p in root.iterdir()) == ['ba2', 'ba4', 'ba5']  # no temp folders left behind
     hf = AutoModelForCausalLM.from_pretrained(root / 'ba5')
     assert type(hf).__name__ == 'MptForCausalLM'
-    assert (_logits(hf) - _logits(state.model)).abs().max().item() <= 1e-5
+    assert (fixed_logits(hf) - fixed_logits(state.model)).abs().max().item() <= 1e-5
     assert AutoTokenizer.from_pretrained(root / 'ba5')('w3 w5')['input_ids'] == [3, 5]
 
 
@@ -91,14 +77,14 @@ def test_default_float32_overwrite_and_refusing_to_overwrite(tmp_path: Path) -> 
     assert sorted(p.name for p in (tmp_path / 'huggingface').iterdir()) == ['ba1']
     assert json.loads((folder / 'config.json').read_text())['torch_dtype'] == 'float32'
     hf = AutoModelForCausalLM.from_pretrained(folder)
-    assert (_logits(hf) - _logits(state.model)).abs().max().item() <= 1e-5
+    assert (fixed_logits(hf) - fixed_logits(state.model)).abs().max().item() <= 1e-5
 
 
 def _check_remote_folder(url: str, local: Path, model: torch.nn.Module) -> None:
     """The folder at `url`, downloaded, loads with transformers and with our load_model, logits unchanged."""
     storage.download_folder(url, local)
     for loaded in (AutoModelForCausalLM.from_pretrained(local), load_model(local)):
-        assert (_logits(loaded) - _logits(model)).abs().max().item() <= 1e-5
+        assert (fixed_logits(loaded) - fixed_logits(model)).abs().max().item() <= 1e-5
     assert AutoTokenizer.from_pretrained(local)('w3 w5')['input_ids'] == [3, 5]
 
 
@@ -128,7 +114,7 @@ def test_a_transformers_model_goes_to_object_storage_too(tmp_path: Path) -> None
     storage.download_folder(f'{root}/huggingface/ba1', tmp_path / 'llama')
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / 'llama')
     assert type(loaded).__name__ == 'LlamaForCausalLM'
-    assert (_logits(loaded) - _logits(state.model)).abs().max().item() <= 1e-5
+    assert (fixed_logits(loaded) - fixed_logits(state.model)).abs().max().item() <= 1e-5
 
 
 @pytest.mark.slow

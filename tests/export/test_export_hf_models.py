@@ -8,52 +8,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GPT2Config,
-    GPTNeoXConfig,
-    LlamaConfig,
-    PreTrainedTokenizerFast,
-)
+from tiny_hf import TINY_CONFIGS, VOCAB, fixed_logits, word_tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmfoundry.export import export_state_dict
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 
-VOCAB = 64
-CONFIGS = {
-    'gpt2': GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=4, n_positions=32),
-    'llama': LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2),
-    'neox': GPTNeoXConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                          num_attention_heads=4, max_position_embeddings=32),
-}
 
-
-def tokenizer() -> PreTrainedTokenizerFast:
-    inner = Tokenizer(models.WordLevel({f'w{i}': i for i in range(VOCAB - 1)} | {'[UNK]': VOCAB - 1},
-                                       unk_token='[UNK]'))
-    inner.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=inner, unk_token='[UNK]')
-
-
-@torch.no_grad()
-def logits(model: torch.nn.Module) -> torch.Tensor:
-    ids = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(1))
-    return model.eval()(input_ids=ids).logits.float()
-
-
-@pytest.mark.parametrize('name', list(CONFIGS))
+@pytest.mark.parametrize('name', list(TINY_CONFIGS))
 def test_any_transformers_model_round_trips_with_identical_logits(tmp_path: Path, name: str) -> None:
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(CONFIGS[name])
+    model = AutoModelForCausalLM.from_config(TINY_CONFIGS[name])
     model.config.use_cache = False  # as hf_causal_lm trains; the folder is for inference
-    export_state_dict(model, model.state_dict(), tmp_path / 'out', dtype='float32', tokenizer=tokenizer(),
+    export_state_dict(model, model.state_dict(), tmp_path / 'out', dtype='float32', tokenizer=word_tokenizer(),
                       overwrite=False)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / 'out')
     assert type(loaded) is type(model)
-    assert torch.equal(logits(loaded), logits(model))
+    assert torch.equal(fixed_logits(loaded), fixed_logits(model))
     assert loaded.config.use_cache
     assert AutoTokenizer.from_pretrained(tmp_path / 'out')('w3 w5')['input_ids'] == [3, 5]
     if name == 'gpt2':  # the tied weight is stored once and tied again on load
@@ -62,7 +33,7 @@ def test_any_transformers_model_round_trips_with_identical_logits(tmp_path: Path
 
 def test_bfloat16_and_overwrite(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(CONFIGS['llama'])
+    model = AutoModelForCausalLM.from_config(TINY_CONFIGS['llama'])
     out = tmp_path / 'out'
     export_state_dict(model, model.state_dict(), out, dtype='bfloat16', tokenizer=None, overwrite=False)
     assert json.loads((out / 'config.json').read_text())['dtype'] == 'bfloat16'
@@ -72,7 +43,7 @@ def test_bfloat16_and_overwrite(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         export_state_dict(model, model.state_dict(), out, dtype='float32', tokenizer=None, overwrite=False)
     export_state_dict(model, model.state_dict(), out, dtype='float32', tokenizer=None, overwrite=True)
-    assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(out)), logits(model))
+    assert torch.equal(fixed_logits(AutoModelForCausalLM.from_pretrained(out)), fixed_logits(model))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out']  # no staging folder left behind
 
 
@@ -83,11 +54,11 @@ def test_mpt_goes_through_the_mpt_exporter(tmp_path: Path) -> None:
     export_state_dict(model, model.state_dict(), tmp_path / 'out', dtype='float32', tokenizer=None, overwrite=False)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / 'out')
     assert type(loaded).__name__ == 'MptForCausalLM'
-    assert (logits(loaded) - logits(model)).abs().max().item() <= 1e-5
+    assert (fixed_logits(loaded) - fixed_logits(model)).abs().max().item() <= 1e-5
 
 
 def test_missing_weights_and_foreign_models_are_refused(tmp_path: Path) -> None:
-    model = AutoModelForCausalLM.from_config(CONFIGS['neox'])
+    model = AutoModelForCausalLM.from_config(TINY_CONFIGS['neox'])
     state = {k: v for k, v in model.state_dict().items() if 'embed_out' not in k}
     with pytest.raises(ValueError, match='lacks embed_out.weight'):
         export_state_dict(model, state, tmp_path / 'a', dtype=None, tokenizer=None, overwrite=False)
