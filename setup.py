@@ -40,6 +40,7 @@ extras = {
         'wandb>=0.17',  # the logger tests run W&B offline
         'tensorboard>=2.16',
         'mlflow-skinny>=2.14',  # enough for the mlflow logger's file-store tests
+        'peft>=0.11',  # the LoRA tests
     ],
 }
 extras['all'] = sorted({req for name, reqs in extras.items() if name not in ('gpu', 'dev') for req in reqs})

@@ -4,6 +4,8 @@ llmfoundry's MPT goes through `export_to_hf` (native MPT / Llama, or remote code
 written with `save_pretrained` semantics (config.json, safetensors with tied weights stored once, generation
 config, its remote code if it has any). Either way the weights come from `state` (e.g. gathered from FSDP shards)
 loaded into a meta-device clone, so no second copy of the model is allocated, and the folder appears atomically.
+A LoRA-adapted model (models/peft_adapter.py) is written as its adapter alone (a peft folder, adapter.py) or with
+the adapter merged into the base weights, as a plain folder of the base model.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llmfoundry.models.mpt import MPTForCausalLM
+from llmfoundry.models.peft_adapter import SAVE_PEFT_ONLY_ATTR, base_clone, has_adapter, merged_state_dict
 from llmfoundry.storage import atomic_folder, check_empty_destination
 from llmfoundry.train.hf_init import original_class
 
+from .adapter import export_adapter
 from .to_hf import DTYPES, export_to_hf
 from .tokenizer_files import copy_tokenizer_files
 from .weights import cast
@@ -27,10 +31,19 @@ Tokenizer = PreTrainedTokenizerBase | str | Path | None
 
 
 def export_state_dict(model: nn.Module, state: dict[str, torch.Tensor], out: str | Path, *, dtype: str | None,
-                      tokenizer: Tokenizer, overwrite: bool) -> None:
+                      tokenizer: Tokenizer, overwrite: bool, peft_only: bool | None = None) -> None:
     """Write `out` as a Hugging Face folder of `model`'s architecture holding the weights `state` in `dtype`
     ('float32', 'bfloat16', 'float16'; None keeps the weights' own) and `tokenizer` (an object or a folder).
-    `out` must be absent or empty unless `overwrite`: then an existing folder is replaced in one swap."""
+    `out` must be absent or empty unless `overwrite`: then an existing folder is replaced in one swap.
+    For a LoRA-adapted model `peft_only` picks the adapter alone (True) or merged weights (False); None follows
+    the model's should_save_peft_only (default true, as llm-foundry)."""
+    if has_adapter(model):
+        if getattr(model, SAVE_PEFT_ONLY_ATTR, True) if peft_only is None else peft_only:
+            export_adapter(model, state, out, dtype=DTYPES[dtype] if dtype else None, tokenizer=tokenizer,
+                           overwrite=overwrite)
+            return
+        state = merged_state_dict(model, state, original_class(model))
+        model = base_clone(model, original_class(model))  # the exporters below take class and configs from it
     if isinstance(model, MPTForCausalLM):
         _export_mpt(model, state, out, dtype, tokenizer, overwrite)
     elif isinstance(model, PreTrainedModel):

@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     to_hf.add_argument('--config', default=None,
                        help="training YAML whose model section rebuilds a checkpoint's model (needed for Composer's)")
     to_hf.add_argument('--remote-code', action='store_true', help='write remote code even where a native class fits')
+    to_hf.add_argument('--adapter-only', action='store_true',
+                       help="a LoRA run's checkpoint: write its adapter alone as a peft folder (default: the adapter "
+                       'merged into the base weights, as a plain folder)')
     from_hf = sub.add_parser('from-hf', help='import a native MPT, mosaicml MPT, our remote-code or Llama folder')
     from_hf.add_argument('src', help='the Hugging Face folder')
     from_hf.add_argument('out', help='the new save_pretrained folder (must not exist or be empty)')
@@ -32,10 +35,19 @@ def _parser() -> argparse.ArgumentParser:
 def _export(model: object, args: argparse.Namespace) -> str:
     """Export `model` (an MPT, any other transformers model rebuilt from a checkpoint, or a folder); its format."""
     from llmfoundry.models.mpt import MPTForCausalLM
+    from llmfoundry.models.peft_adapter import has_adapter, merged_model
 
     from .any_model import export_state_dict
     from .to_hf import export_to_hf
 
+    if not isinstance(model, str) and has_adapter(model):
+        if args.adapter_only:
+            export_state_dict(model, model.state_dict(), args.out, dtype=args.dtype, tokenizer=args.tokenizer,
+                              overwrite=False, peft_only=True)
+            return 'peft adapter'
+        model = merged_model(model, model.state_dict(), type(model))  # then exported like any trained model
+    elif args.adapter_only:
+        raise ValueError('--adapter-only needs the checkpoint of a run with model.peft_config.')
     if isinstance(model, (str, MPTForCausalLM)):
         return export_to_hf(model, args.out, dtype=args.dtype, max_seq_len=args.max_seq_len,
                             tokenizer=args.tokenizer, remote_code=args.remote_code)

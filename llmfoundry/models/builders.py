@@ -13,6 +13,7 @@ from llmfoundry.registry import check_kwargs, models
 
 from .hf_causal_lm import build_hf_causal_lm
 from .mpt import MPTConfig, MPTForCausalLM
+from .peft_adapter import add_adapter
 
 __all__ = ['LOSS_FNS', 'build_hf_causal_lm', 'build_model', 'build_mpt_causal_lm']
 
@@ -30,9 +31,10 @@ def build_mpt_causal_lm(**config: Any) -> MPTForCausalLM:
 
 
 def build_model(section: dict[str, Any]) -> nn.Module:
-    """The model the section describes; `loss_fn` is the trainer's key, every other key goes to the builder."""
+    """The model the section describes; `loss_fn` is the trainer's key, `peft_config` adds a LoRA adapter to
+    whatever the builder returns (peft_adapter.py), every other key goes to the builder."""
     _, builder = models.get_named(section, 'model')
-    kwargs = {key: value for key, value in section.items() if key not in ('name', 'loss_fn')}
+    kwargs = {key: value for key, value in section.items() if key not in ('name', 'loss_fn', 'peft_config')}
     loss_fn = section.get('loss_fn')
     if loss_fn is not None and loss_fn not in LOSS_FNS:
         raise ConfigError(f"model.loss_fn={loss_fn!r} is invalid; allowed: {', '.join(LOSS_FNS)}.")
@@ -40,4 +42,7 @@ def build_model(section: dict[str, Any]) -> nn.Module:
         log.warning("model.loss_fn='fused_crossentropy': computing torch's cross-entropy (same values; "
                     "flash-attn's fused kernel is not used).")
     check_kwargs(builder, kwargs, 'model')
-    return builder(**kwargs)
+    model = builder(**kwargs)
+    if section.get('peft_config') is not None:
+        add_adapter(model, section['peft_config'])
+    return model

@@ -29,6 +29,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, Pre
 
 from llmfoundry.config.validation import ConfigError
 
+from .peft_adapter import SAVE_PEFT_ONLY_ATTR, load_adapter
+
 log = logging.getLogger(__name__)
 
 INIT_DEVICES = ('cpu', 'meta', 'mixed')
@@ -42,7 +44,6 @@ NO_EFFECT_KEYS = {
     'additional_train_metrics': (None, 'the trainer computes a fixed set of train metrics'),
     'additional_eval_metrics': (None, 'the trainer computes a fixed set of eval metrics'),
     'allow_embedding_resizing': (False, 'embeddings are never resized to the tokenizer'),
-    'should_save_peft_only': (True, 'PEFT/LoRA is not built yet'),
 }
 _warned: set[str] = set()
 
@@ -114,9 +115,7 @@ def _attention(use_flash_attention_2: bool, attn_implementation: str | None) -> 
     return attn
 
 
-def _refuse_unbuilt(load_in_8bit: bool, pretrained_lora_id_or_path: str | None) -> None:
-    if pretrained_lora_id_or_path is not None:
-        raise ConfigError('model.pretrained_lora_id_or_path: PEFT/LoRA is not built yet; remove the key.')
+def _refuse_unbuilt(load_in_8bit: bool) -> None:
     if load_in_8bit:
         raise ConfigError('model.load_in_8bit: true is not supported (8-bit bitsandbytes weights cannot be trained '
                           'under FSDP); remove the key.')
@@ -211,16 +210,25 @@ def build_hf_causal_lm(
     should_save_peft_only: bool = True,
 ) -> PreTrainedModel:
     """Any transformers causal LM by hub name or local folder, with llm-foundry's hf_causal_lm keys (module doc);
-    `pretrained: false` starts from the model's own random init."""
-    _refuse_unbuilt(load_in_8bit, pretrained_lora_id_or_path)
+    `pretrained: false` starts from the model's own random init. `pretrained_lora_id_or_path` adds a saved peft
+    adapter to train further; `should_save_peft_only` makes exports of an adapted model the adapter alone."""
+    _refuse_unbuilt(load_in_8bit)
     _warn_no_effect({'use_train_metrics': use_train_metrics, 'use_logits': use_logits,
                      'additional_train_metrics': additional_train_metrics,
                      'additional_eval_metrics': additional_eval_metrics,
-                     'allow_embedding_resizing': allow_embedding_resizing,
-                     'should_save_peft_only': should_save_peft_only})
-    token = _auth_token(token, use_auth_token)
+                     'allow_embedding_resizing': allow_embedding_resizing})
+    model = _build(pretrained_model_name_or_path, pretrained, config_overrides, trust_remote_code, init_device,
+                   _auth_token(token, use_auth_token), _attention(use_flash_attention_2, attn_implementation))
+    if pretrained_lora_id_or_path is not None:
+        model = load_adapter(model, pretrained_lora_id_or_path, _auth_token(token, use_auth_token))
+    setattr(model, SAVE_PEFT_ONLY_ATTR, should_save_peft_only)
+    return model
+
+
+def _build(pretrained_model_name_or_path: str, pretrained: bool, config_overrides: dict[str, Any] | None,
+           trust_remote_code: bool, init_device: str, token: str | bool | None, attn: str | None) -> PreTrainedModel:
     device = _init_device(init_device)
-    extra = {'attn_implementation': attn} if (attn := _attention(use_flash_attention_2, attn_implementation)) else {}
+    extra = {'attn_implementation': attn} if attn else {}
     # use_cache off, as llm-foundry does: a KV cache filled in training is waste, and activation checkpointing
     # would fill it twice.
     config = AutoConfig.from_pretrained(pretrained_model_name_or_path, trust_remote_code=trust_remote_code,

@@ -195,8 +195,9 @@ def _disable_grad(model: torch.nn.Module, value: Any) -> None:
 def _param_groups(model: torch.nn.Module, specs: Any, kwarg_names: list[str]) -> list[dict[str, Any]]:
     """Group 0 holds the parameters no `param_groups` entry matched (llm-foundry's order, which lr-<Opt>/group0
     logging relies on); entry i becomes group i+1 with its own overrides. A parameter joins the first entry whose
-    `param_str_match` regex it matches (re.search)."""
-    remaining = dict(model.named_parameters())
+    `param_str_match` regex it matches (re.search). Frozen parameters (requires_grad False: disable_grad, or the
+    base model under a LoRA adapter) are left out: they never get a gradient, so they need no optimizer state."""
+    remaining = {name: param for name, param in model.named_parameters() if param.requires_grad}
     if specs is None:
         return [{'params': list(remaining.values())}]
     if not isinstance(specs, list):

@@ -61,7 +61,14 @@ from torch.nn.parallel import DistributedDataParallel
 from llmfoundry.config.schema import FSDPConfig
 from llmfoundry.config.validation import ConfigError, check_keys
 from llmfoundry.models.mpt import MPTForCausalLM
-from llmfoundry.models.mpt.param_init import initial_value
+from llmfoundry.models.mpt.param_init import initial_value, parameter_seed
+from llmfoundry.models.peft_adapter import (
+    base_name,
+    check_meta_init,
+    has_adapter,
+    initial_adapter_value,
+    is_adapter_parameter,
+)
 
 from .hf_init import materialise_hf, original_class, unwrapped_name
 
@@ -327,8 +334,13 @@ def materialise(model: nn.Module, device: torch.device | str, base_seed: int | N
     `_init_weights` (hf_init.py). The weights equal a single-process build and no rank holds the full model."""
     if not any(p.is_meta for p in model.parameters()):
         return model.to(device)
+    if has_adapter(model):
+        check_meta_init(model)
     if isinstance(model, MPTForCausalLM):
         return _materialise_mpt(model, device, base_seed)
+    if has_adapter(model):  # hf_init.py reads weights by name and knows nothing of the adapter's renaming
+        raise ConfigError('model.peft_config with hf_causal_lm needs init_device: cpu (the meta path cannot '
+                          'initialise a LoRA adapter yet).')
     materialise_hf(model, device, find_blocks(model))
     return model
 
@@ -345,7 +357,11 @@ def _materialise_mpt(model: MPTForCausalLM, device: torch.device | str, base_see
                 continue
             seen.add(id(param))
             name = unwrapped_name(f'{module_name}.{param_name}' if module_name else param_name)
-            full = initial_value(module, param_name, name, model.config, seed)
+            if is_adapter_parameter(name):  # LoRA: peft's init (B = 0, so training starts from the base model)
+                generator = torch.Generator().manual_seed(parameter_seed(seed, name))
+                full = initial_adapter_value(param.shape, name, generator)
+            else:  # a base weight under LoRA starts as it would without the adapter
+                full = initial_value(module, param_name, base_name(name), model.config, seed)
             local = param.to_local() if isinstance(param, DTensor) else param
             local.copy_(local_part(full.to(device=local.device, dtype=local.dtype), param))
     return model

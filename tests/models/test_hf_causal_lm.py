@@ -108,7 +108,7 @@ def test_flash_attention_2_without_flash_attn_is_refused(llama) -> None:
 
 
 @pytest.mark.parametrize(('keys', 'match'), [
-    ({'pretrained_lora_id_or_path': 'x/lora'}, 'PEFT/LoRA is not built yet'),
+    ({'pretrained_lora_id_or_path': 'x/lora'}, "pretrained_lora_id_or_path='x/lora'"),
     ({'load_in_8bit': True}, 'load_in_8bit: true is not supported'),
     ({'init_device': 'gpu'}, "init_device='gpu' is invalid; allowed: cpu, meta, mixed"),
     ({'use_flash_atention_2': True}, 'use_flash_atention_2'),
@@ -120,7 +120,7 @@ def test_refused_keys(llama, keys, match) -> None:
 
 def test_keys_without_effect_warn_once_each(llama, caplog) -> None:
     keys = {'use_train_metrics': False, 'use_logits': False, 'additional_train_metrics': ['x'],
-            'additional_eval_metrics': ['y'], 'allow_embedding_resizing': True, 'should_save_peft_only': False}
+            'additional_eval_metrics': ['y'], 'allow_embedding_resizing': True}
     with caplog.at_level(logging.WARNING):
         build(llama, pretrained=False, **keys)
         build(llama, pretrained=False, **keys)
