@@ -10,11 +10,15 @@ init_device:
   mixed  llm-foundry builds rank 0 on CPU and the others on meta, then broadcasts; here every rank takes the
          meta path, which ends with the same weights on every rank without holding a second full copy.
 
+With `pretrained_lora_id_or_path` on meta the adapter's layers are injected on meta and each rank reads its slices
+of the adapter's weights from its adapter_model.safetensors the same way.
+
 The weights' source for the meta path travels on the model as `META_INIT_ATTR` (a `MetaInit`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -37,6 +41,7 @@ INIT_DEVICES = ('cpu', 'meta', 'mixed')
 META_INIT_ATTR = 'llmfoundry_meta_init'
 SAFETENSORS_INDEX = 'model.safetensors.index.json'
 SAFETENSORS_FILE = 'model.safetensors'
+ADAPTER_FILE = 'adapter_model.safetensors'  # peft's
 # key -> (its default, why another value changes nothing here)
 NO_EFFECT_KEYS = {
     'use_train_metrics': (True, 'the trainer always computes its train metrics (LanguageCrossEntropy, ...)'),
@@ -51,10 +56,12 @@ _warned: set[str] = set()
 @dataclass(frozen=True)
 class MetaInit:
     """Where a meta-built model's weights come from: a local folder of safetensors, or (None) `_init_weights`
-    seeded by `seed` (drawn from torch's global generator at build time, so it follows the run's seed)."""
+    seeded by `seed` (drawn from torch's global generator at build time, so it follows the run's seed); a LoRA
+    adapter's from `adapter_file`, or (None) peft's init seeded by `seed` too."""
 
     weights_folder: Path | None
     seed: int
+    adapter_file: Path | None = None
 
 
 def warn_once(key: str, message: str) -> None:
@@ -150,6 +157,20 @@ def safetensors_folder(name_or_path: str, token: str | bool | None) -> Path:
     return folder
 
 
+def adapter_file(name_or_path: str, token: str | bool | None) -> Path:
+    """The local adapter_model.safetensors of the saved adapter `name_or_path` (a hub name is fetched into the
+    cache); an adapter saved as adapter_model.bin cannot be read one tensor at a time and is refused."""
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(name_or_path, token=token, allow_patterns=['adapter_*']))
+    if not (folder / ADAPTER_FILE).is_file():
+        raise ConfigError(f'model.pretrained_lora_id_or_path={name_or_path!r}: init_device: meta reads the adapter '
+                          f'from {ADAPTER_FILE}, which it lacks; use init_device: cpu.')
+    return folder / ADAPTER_FILE
+
+
 def safetensors_index(folder: Path) -> dict[str, Path]:
     """Tensor name -> the file of `folder` that holds it (sharded checkpoints list theirs in the index)."""
     index = folder / SAFETENSORS_INDEX
@@ -221,6 +242,9 @@ def build_hf_causal_lm(
                    _auth_token(token, use_auth_token), _attention(use_flash_attention_2, attn_implementation))
     if pretrained_lora_id_or_path is not None:
         model = load_adapter(model, pretrained_lora_id_or_path, _auth_token(token, use_auth_token))
+        if (source := getattr(model, META_INIT_ATTR, None)) is not None:  # on meta: the adapter's weights come later
+            file = adapter_file(pretrained_lora_id_or_path, _auth_token(token, use_auth_token))
+            setattr(model, META_INIT_ATTR, dataclasses.replace(source, adapter_file=file))
     setattr(model, SAVE_PEFT_ONLY_ATTR, should_save_peft_only)
     return model
 

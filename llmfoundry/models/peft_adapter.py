@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from peft import LoraConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar('T')
 
 ADAPTER = 'default'  # peft's adapter name; the only adapter a model carries here
 SAVE_PEFT_ONLY_ATTR = 'llmfoundry_save_peft_only'  # should_save_peft_only, read by the exporter
@@ -108,13 +110,27 @@ def _log_trainable(model: nn.Module) -> None:
 
 # ----- names and initial values (meta-device init) ------------------------------------------------------------
 def base_name(name: str) -> str:
-    """The name a parameter has in the model without the adapter (`x.base_layer.weight` -> `x.weight`)."""
-    return name.replace('.base_layer.', '.')
+    """The name a parameter or module has in the model without the adapter (`x.base_layer.weight` -> `x.weight`,
+    `x.base_layer` -> `x`)."""
+    return re.sub(r'\.base_layer(?=\.|$)', '', name)
 
 
 def is_adapter_parameter(name: str) -> bool:
     """Whether `name` is an adapter parameter (peft names LoRA's own parameters `lora_*`)."""
     return any(part.startswith('lora_') for part in name.split('.'))
+
+
+def adapter_file_key(name: str) -> str:
+    """The key of adapter parameter `name` in peft's adapter_model.safetensors (PeftModel's prefix, no adapter name:
+    `x.lora_A.default.weight` -> `base_model.model.x.lora_A.weight`)."""
+    return ADAPTER_PREFIX + re.sub(rf'\.{ADAPTER}(?=\.|$)', '', name)
+
+
+def under_adapted_names(base_state: Mapping[str, T], names: Iterable[str]) -> dict[str, T]:
+    """`base_state` (keyed by the names of the model without the adapter, e.g. a pretraining checkpoint) keyed by
+    the matching `names` of the adapted model; keys no base weight of `names` has are kept as they are."""
+    adapted = {base_name(name): name for name in names if not is_adapter_parameter(name)}
+    return {adapted.get(key, key): value for key, value in base_state.items()}
 
 
 def check_meta_init(model: nn.Module) -> None:

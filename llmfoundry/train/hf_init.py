@@ -9,6 +9,11 @@ Every parameter gets only its LOCAL part (the whole tensor without sharding):
               layer with its children (GPT-2 rescales c_proj from the layer), or the own parameters of any other
               module; each unit is seeded from the run's seed and its name, so the values do not depend on the
               world size, the sharding or the order. Values `_init_weights` leaves unset are an error.
+With a LoRA adapter (models/peft_adapter.py) a base weight is looked up and initialised under its name without
+the adapter (`x.base_layer.weight` as `x.weight`; `_init_weights` runs on a copy of the unit without the adapter's
+layers), so it gets the value it would have without LoRA. The adapter's weights are read from the saved adapter's
+adapter_model.safetensors (`pretrained_lora_id_or_path`) or get peft's init (`init_adapter_shards`, shared with
+MPT's meta path in parallel.py).
 Buffers were never on the meta device (rotary inv_freq and the like): they keep their values.
 """
 
@@ -28,6 +33,15 @@ from transformers import PreTrainedModel
 
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.models.hf_causal_lm import META_INIT_ATTR, MetaInit, safetensors_index
+from llmfoundry.models.mpt.param_init import parameter_seed
+from llmfoundry.models.peft_adapter import (
+    adapter_file_key,
+    base_name,
+    check_meta_init,
+    has_adapter,
+    initial_adapter_value,
+    is_adapter_parameter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +84,52 @@ def _aliases(model: nn.Module) -> dict[int, tuple[torch.Tensor, list[str]]]:
     return found
 
 
+def _fill(param: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy this rank's part of `full` (the whole value, or a safetensors slice handle) into `param`."""
+    local = _local(param)
+    local.copy_(full[local_slices(param)].to(device=local.device, dtype=local.dtype))
+
+
+# ----- the adapter ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def init_adapter_shards(model: nn.Module, seed: int) -> set[int]:
+    """peft's default init of every adapter parameter of `model` (lora_A from a generator seeded by `seed` and the
+    parameter's name, lora_B zero), this rank's part only; the ids of those filled."""
+    if has_adapter(model):
+        check_meta_init(model)  # only the default init can be computed without the base weights
+    filled: set[int] = set()
+    for param, names in _aliases(model).values():
+        if not is_adapter_parameter(names[0]):
+            continue
+        generator = torch.Generator().manual_seed(parameter_seed(seed, names[0]))
+        _fill(param, initial_adapter_value(param.shape, names[0], generator))
+        filled.add(id(param))
+    return filled
+
+
+@torch.no_grad()
+def load_adapter_shards(model: nn.Module, file: Path) -> set[int]:
+    """This rank's part of every adapter parameter from peft's adapter_model.safetensors `file`; the ids filled."""
+    from safetensors import safe_open
+
+    filled: set[int] = set()
+    with safe_open(file, 'pt') as handle:
+        stored = set(handle.keys())  # noqa: SIM118 - not a dict
+        for param, names in _aliases(model).values():
+            if not is_adapter_parameter(names[0]):
+                continue
+            key = adapter_file_key(names[0])
+            if key not in stored:
+                raise ConfigError(f'{file} has no {key} for the adapter parameter {names[0]}.')
+            saved = handle.get_slice(key)
+            if tuple(saved.get_shape()) != tuple(param.shape):
+                raise ConfigError(f'{file}: {key} has shape {tuple(saved.get_shape())}, but the model expects '
+                                  f'{tuple(param.shape)}.')
+            _fill(param, saved)
+            filled.add(id(param))
+    return filled
+
+
 # ----- pretrained ----------------------------------------------------------------------------------------------
 def _file_key(names: list[str], index: dict[str, Path], prefix: str) -> str | None:
     for name in names:
@@ -81,8 +141,9 @@ def _file_key(names: list[str], index: dict[str, Path], prefix: str) -> str | No
 
 
 @torch.no_grad()
-def load_local_shards(model: PreTrainedModel, folder: Path) -> set[int]:
-    """Copy this rank's part of every parameter found in `folder`'s safetensors; the ids of those filled."""
+def load_local_shards(model: PreTrainedModel, folder: Path, skip: set[int]) -> set[int]:
+    """Copy this rank's part of every parameter not in `skip` found in `folder`'s safetensors (by its name without
+    an adapter); the ids of those filled."""
     from safetensors import safe_open
 
     index = safetensors_index(folder)
@@ -90,8 +151,8 @@ def load_local_shards(model: PreTrainedModel, folder: Path) -> set[int]:
     with contextlib.ExitStack() as stack:
         handles = {}
         for param, names in _aliases(model).values():
-            key = _file_key(names, index, model.base_model_prefix)
-            if key is None:
+            key = _file_key([base_name(name) for name in names], index, model.base_model_prefix)
+            if key is None or id(param) in skip:
                 continue
             if index[key] not in handles:
                 handles[index[key]] = stack.enter_context(safe_open(index[key], 'pt'))
@@ -99,8 +160,7 @@ def load_local_shards(model: PreTrainedModel, folder: Path) -> set[int]:
             if tuple(stored.get_shape()) != tuple(param.shape):
                 raise ConfigError(f'{folder}: {key} has shape {tuple(stored.get_shape())}, but the model built from '
                                   f'its config (and config_overrides) expects {tuple(param.shape)}.')
-            local = _local(param)
-            local.copy_(stored[local_slices(param)].to(dtype=local.dtype))
+            _fill(param, stored)
             filled.add(id(param))
     return filled
 
@@ -116,12 +176,19 @@ def _init_units(model: nn.Module, blocks: nn.ModuleList | None) -> Iterator[tupl
         whole = id(module) in block_ids
         if whole:
             inside.update(id(sub) for sub in module.modules())
-        yield unwrapped_name(name), module, whole
+        yield base_name(unwrapped_name(name)), module, whole
+
+
+def _without_adapter(module: nn.Module) -> nn.Module:
+    """A LoRA layer's base layer (peft's layers hold it as `base_layer`); any other module itself."""
+    base = getattr(module, 'base_layer', None)
+    return base if isinstance(base, nn.Module) else module
 
 
 def _full_copy(module: nn.Module, recurse: bool) -> nn.Module:
     """A shell of `module` (same class without FSDP's, same attributes) whose parameters are full-size NaN
-    tensors on the CPU; with `recurse`, its children are such copies too, else it has none."""
+    tensors on the CPU; with `recurse`, its children are such copies too (a LoRA layer's of its base layer, so
+    `_init_weights` draws what it would without the adapter), else it has none."""
     cls = original_class(module)
     clone = cls.__new__(cls)
     clone.__dict__.update(module.__dict__)
@@ -130,7 +197,7 @@ def _full_copy(module: nn.Module, recurse: bool) -> nn.Module:
                                                       requires_grad=False)
         for name, param in module._parameters.items()
     }
-    clone._modules = {name: None if child is None else _full_copy(child, True)
+    clone._modules = {name: None if child is None else _full_copy(_without_adapter(child), True)
                       for name, child in module._modules.items()} if recurse else {}
     return clone
 
@@ -152,15 +219,16 @@ def init_local_shards(model: PreTrainedModel, blocks: nn.ModuleList | None, seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_unit_seed(seed, name))
             clone.apply(model._init_weights)  # children first, as transformers' post_init applies it
-        for (param_name, param), (_, full) in zip(own, clone.named_parameters(recurse=whole, remove_duplicate=False)):
+        values = {base_name(key): full for key, full in clone.named_parameters(recurse=whole, remove_duplicate=False)}
+        for param_name, param in own:
             if id(param) in done:
                 continue
+            full = values[base_name(param_name)]
             full_name = unwrapped_name(f'{name}.{param_name}' if name else param_name)
             if torch.isnan(full).any():
                 raise ConfigError(f'init_device: meta: {type(model).__name__}._init_weights does not initialise '
                                   f'{full_name}; use model.init_device: cpu for this model.')
-            local = _local(param)
-            local.copy_(full[local_slices(param)].to(device=local.device))
+            _fill(param, full)
             done.add(id(param))
             filled.append(full_name)
     return filled
@@ -205,8 +273,10 @@ def materialise_hf(model: PreTrainedModel, device: torch.device | str, blocks: n
         raise ConfigError(f'{type(model).__name__} was built on the meta device without a weights source; build '
                           'it with model.name: hf_causal_lm and init_device: meta.')
     allocate(model, device)
-    filled = load_local_shards(model, source.weights_folder) if source.weights_folder else set()
-    initialised = init_local_shards(model, blocks, source.seed, filled)
+    adapter = (load_adapter_shards(model, source.adapter_file) if source.adapter_file
+               else init_adapter_shards(model, source.seed))
+    filled = load_local_shards(model, source.weights_folder, adapter) if source.weights_folder else set()
+    initialised = init_local_shards(model, blocks, source.seed, filled | adapter)
     if filled and initialised:
         log.warning('%s has no weights for %s: initialised by %s._init_weights.', source.weights_folder,
                     ', '.join(initialised), type(model).__name__)

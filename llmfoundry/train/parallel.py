@@ -61,16 +61,10 @@ from torch.nn.parallel import DistributedDataParallel
 from llmfoundry.config.schema import FSDPConfig
 from llmfoundry.config.validation import ConfigError, check_keys
 from llmfoundry.models.mpt import MPTForCausalLM
-from llmfoundry.models.mpt.param_init import initial_value, parameter_seed
-from llmfoundry.models.peft_adapter import (
-    base_name,
-    check_meta_init,
-    has_adapter,
-    initial_adapter_value,
-    is_adapter_parameter,
-)
+from llmfoundry.models.mpt.param_init import initial_value
+from llmfoundry.models.peft_adapter import base_name
 
-from .hf_init import materialise_hf, original_class, unwrapped_name
+from .hf_init import init_adapter_shards, materialise_hf, original_class, unwrapped_name
 
 log = logging.getLogger(__name__)
 
@@ -331,16 +325,12 @@ def materialise(model: nn.Module, device: torch.device | str, base_seed: int | N
     """Move `model` to `device`; a meta-built (possibly sharded) model is allocated there instead and every
     parameter gets its initial value, only the local shard of it kept: MPT's deterministic per-parameter init
     (`base_seed`, default the model's init_seed), or for a transformers model its pretrained weights or
-    `_init_weights` (hf_init.py). The weights equal a single-process build and no rank holds the full model."""
+    `_init_weights` (hf_init.py). The weights equal a single-process build and no rank holds the full model; under
+    LoRA the base weights are those of the model without the adapter and the adapter starts from peft's init."""
     if not any(p.is_meta for p in model.parameters()):
         return model.to(device)
-    if has_adapter(model):
-        check_meta_init(model)
     if isinstance(model, MPTForCausalLM):
         return _materialise_mpt(model, device, base_seed)
-    if has_adapter(model):  # hf_init.py reads weights by name and knows nothing of the adapter's renaming
-        raise ConfigError('model.peft_config with hf_causal_lm needs init_device: cpu (the meta path cannot '
-                          'initialise a LoRA adapter yet).')
     materialise_hf(model, device, find_blocks(model))
     return model
 
@@ -350,18 +340,15 @@ def _materialise_mpt(model: MPTForCausalLM, device: torch.device | str, base_see
     """The full value of each parameter is computed one parameter at a time and only the local shard is kept."""
     seed = model.init_seed if base_seed is None else base_seed
     model.to_empty(device=device)
-    seen: set[int] = set()
+    seen = init_adapter_shards(model, seed)  # LoRA: B = 0, so training starts from the base model
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
             if id(param) in seen:  # a tied weight is initialised once, under its first owner (wte)
                 continue
             seen.add(id(param))
             name = unwrapped_name(f'{module_name}.{param_name}' if module_name else param_name)
-            if is_adapter_parameter(name):  # LoRA: peft's init (B = 0, so training starts from the base model)
-                generator = torch.Generator().manual_seed(parameter_seed(seed, name))
-                full = initial_adapter_value(param.shape, name, generator)
-            else:  # a base weight under LoRA starts as it would without the adapter
-                full = initial_value(module, param_name, base_name(name), model.config, seed)
+            # a base weight under LoRA starts as it would without the adapter
+            full = initial_value(module, param_name, base_name(name), model.config, seed)
             local = param.to_local() if isinstance(param, DTensor) else param
             local.copy_(local_part(full.to(device=local.device, dtype=local.dtype), param))
     return model

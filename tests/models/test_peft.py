@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import LlamaConfig
 
 from llmfoundry.config.schema import FSDPConfig
 from llmfoundry.config.validation import ConfigError
@@ -84,16 +84,33 @@ def test_meta_init_gives_the_base_init_and_a_zero_delta() -> None:
     assert torch.equal(adapted(input_ids=ids).logits, mpt()(input_ids=ids).logits)
 
 
-def test_meta_init_refuses_what_it_cannot_reproduce(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match='use_dora'):
-        parallelize(mpt(peft_config={**LORA, 'use_dora': True}, init_device='meta'), None, None)
+def llama_meta(folder: Path, **keys) -> torch.nn.Module:
+    """A meta-built hf_causal_lm Llama of `folder`'s config; its init seed is drawn from torch's generator."""
+    torch.manual_seed(0)
+    return build_model({'name': 'hf_causal_lm', 'pretrained_model_name_or_path': str(folder), 'init_device': 'meta',
+                        'pretrained': False, **keys})
+
+
+def test_hf_meta_init_without_weights_gives_the_base_init_and_a_zero_delta(tmp_path: Path) -> None:
     config = LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2)
-    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
-    model = build_model({'name': 'hf_causal_lm', 'pretrained_model_name_or_path': str(tmp_path), 'init_device': 'meta',
-                         'peft_config': {**LORA, 'target_modules': ['q_proj', 'v_proj']}})
-    with pytest.raises(ConfigError, match='init_device: cpu'):
-        parallelize(model, None, None)
+    config.save_pretrained(tmp_path)
+    lora = {**LORA, 'target_modules': ['q_proj', 'v_proj', 'lm_head']}
+    adapted = named(parallelize(llama_meta(tmp_path, peft_config=lora), None, None))
+    plain = named(parallelize(llama_meta(tmp_path), None, None))
+    for name, value in adapted.items():
+        if '.lora_B.' in name:
+            assert torch.count_nonzero(value) == 0, name
+        elif not is_adapter_parameter(name):  # _init_weights drew exactly what it draws without the adapter
+            assert torch.equal(value, plain[base_name(name)]), name
+    assert len(adapted) == len(plain) + 2 * (2 * 2 + 1)
+    with pytest.raises(ConfigError, match='use_dora'):
+        parallelize(llama_meta(tmp_path, peft_config={**lora, 'use_dora': True}), None, None)
+
+
+def test_meta_init_refuses_what_it_cannot_reproduce() -> None:
+    with pytest.raises(ConfigError, match='use_dora'):
+        parallelize(mpt(peft_config={**LORA, 'use_dora': True}, init_device='meta'), None, None)
 
 
 @pytest.mark.parametrize(('change', 'message'), [

@@ -344,3 +344,66 @@ def test_resharding_one_to_two_and_two_to_one(tmp_path: Path) -> None:
     assert restored.saved_world_size == 2 and restored.rng is None
     assert restored.timestamp == Timestamp(batch=8, sample=32)
     assert restored.loader_state == {'sample_in_epoch': 32}
+
+
+# ----- LoRA: a pretraining checkpoint into an adapted model -------------------------------------------------------
+
+LORA = {'peft_type': 'LORA', 'task_type': 'CAUSAL_LM', 'r': 2, 'lora_alpha': 4, 'lora_dropout': 0.0,
+        'target_modules': ['Wqkv', 'down_proj']}
+
+
+def _mpt(seed: int, **keys) -> nn.Module:
+    from llmfoundry.models.builders import build_model
+
+    torch.manual_seed(seed)
+    return build_model({'name': 'mpt_causal_lm', 'd_model': 16, 'n_heads': 2, 'n_layers': 2, 'vocab_size': 32,
+                        'max_seq_len': 8, 'attn_config': {'attn_impl': 'torch'}, **keys})
+
+
+def _pretrained_mpt() -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A plain MPT after one optimizer step, so its checkpoint holds optimizer state too."""
+    model = _mpt(seed=3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(input_ids=torch.arange(8).view(1, 8)).logits.square().mean().backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def _assert_base_loaded(adapted: nn.Module, source: nn.Module, adapter_before: dict) -> None:
+    from llmfoundry.models.peft_adapter import base_name, is_adapter_parameter
+
+    expected = source.state_dict()
+    for name, value in adapted.state_dict().items():
+        if is_adapter_parameter(name):
+            assert torch.equal(value, adapter_before[name]), name  # kept at its init
+        else:
+            assert torch.equal(value, expected[base_name(name)]), name
+    assert len(adapter_before) == 2 * 2 * 2
+
+
+@pytest.mark.parametrize('composer_pt', [False, True])
+def test_pretraining_checkpoint_loads_into_a_lora_model_as_base_weights(tmp_path: Path, caplog, composer_pt) -> None:
+    source, source_optimizer = _pretrained_mpt()
+    if composer_pt:
+        path = str(tmp_path / 'ep0-ba10-rank0.pt')
+        torch.save(_composer_layout(source), path)
+    else:
+        path = _save(tmp_path, 5, source, source_optimizer)
+    adapted = _mpt(seed=4, peft_config=LORA)
+    adapter_before = {name: value.clone() for name, value in adapted.state_dict().items() if 'lora_' in name}
+    optimizer = torch.optim.AdamW([p for p in adapted.parameters() if p.requires_grad], lr=1e-2)
+    with caplog.at_level('INFO', logger='llmfoundry.train.checkpoint.checkpointer'):
+        restored = load(path, adapted, optimizer)
+    assert 'loading its model weights as the base weights only' in caplog.text
+    assert restored.timestamp is None and restored.loader_state is None and optimizer.state == {}
+    _assert_base_loaded(adapted, source, adapter_before)
+
+
+def test_a_missing_base_weight_is_refused_when_strict(tmp_path: Path) -> None:
+    source, _ = _pretrained_mpt()
+    layout_ = _composer_layout(source)
+    del layout_['state']['model']['model.transformer.blocks.0.attn.Wqkv.weight']
+    path = str(tmp_path / 'ep0-ba10-rank0.pt')
+    torch.save(layout_, path)
+    with pytest.raises(CheckpointError, match=r'lacks the base weights transformer\.blocks\.0\.attn\.Wqkv\.base_layer'):
+        load(path, _mpt(seed=4, peft_config=LORA), weights_only=True)

@@ -7,6 +7,9 @@ What a checkpoint holds (DCP keys):
     loader           packed data loader state; it must describe the *global* position      (written by rank 0)
     config           packed resolved config text                                           (written by rank 0)
     rng/rank{r}      packed generator states of rank r                                     (written by rank r)
+A model with a LoRA adapter (model.peft_config) loads a checkpoint without adapter weights (the pretraining run it
+finetunes) as weights only: each base weight from its name without the adapter, the adapter kept at its init, no
+optimizer state, timestamp or data loader position (they belong to another run).
 With fsdp_config.state_dict_type: full the folder also holds `model.safetensors`: the unsharded weights, gathered
 from every rank and written by rank 0 before `.complete`, for tools that read plain weight files (no DCP).
 "Packed" entries are torch.save bytes read back with torch.load(weights_only=True): DCP itself would unpickle
@@ -23,6 +26,7 @@ raises the same error instead of some ranks waiting forever.
 from __future__ import annotations
 
 import io
+import logging
 import time
 import warnings
 from collections.abc import Callable
@@ -47,11 +51,13 @@ from llmfoundry import storage
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.time import Timestamp
 from llmfoundry.config.validation import ConfigError
+from llmfoundry.models.peft_adapter import base_name, has_adapter, is_adapter_parameter, under_adapted_names
 
 from . import composer, dcp_io, formats, layout, rng
 from .errors import CheckpointError
 
 T = TypeVar('T')
+log = logging.getLogger(__name__)
 
 STATE_DICT_TYPES = ('sharded', 'full')
 CONSOLIDATED_FILE = 'model.safetensors'
@@ -156,9 +162,12 @@ def load(
     marker = formats.check_readable(path)
     if marker is None:
         return _load_composer(path, model, weights_only=weights_only, strict=strict)
+    saved_keys = set(layout.read_metadata(path).state_dict_metadata)
+    if _base_into_adapter(model, saved_keys):
+        _load_base_weights(path, model, strict=strict)
+        return Restored(path=path, saved_world_size=marker['world_size'])
     if marker['weights_only'] and not weights_only:
         raise CheckpointError(f'checkpoint {path} holds model weights only; load it with load_weights_only: true.')
-    saved_keys = set(layout.read_metadata(path).state_dict_metadata)
     with_optimizer = optimizer is not None and not weights_only
     if with_optimizer:
         model_sd, optim_sd = get_state_dict(model, optimizer)
@@ -290,11 +299,40 @@ def _finish(settings: SaveSettings, name: str, timestamp: Timestamp, world_size:
             storage.remove(storage.join(settings.save_folder, name))
 
 
+def _base_into_adapter(model: nn.Module, saved_keys: set[str]) -> bool:
+    """Whether `model` has an adapter and the checkpoint (its DCP keys, or a state dict's names) has none."""
+    return has_adapter(model) and not any(is_adapter_parameter(key) for key in saved_keys)
+
+
+def _log_base_load(path: str) -> None:
+    log.info('LoRA: %s holds no adapter weights: loading its model weights as the base weights only (weights-only: '
+             'the adapter keeps its init; optimizer, timestamp and data loader start fresh).', path)
+
+
+def _load_base_weights(path: str, model: nn.Module, *, strict: bool) -> None:
+    """Load the checkpoint's weights into `model`'s base weights, read under their names without the adapter."""
+    _log_base_load(path)
+    adapted = get_model_state_dict(model)
+    state = {'model': {base_name(name): tensor for name, tensor in adapted.items() if not is_adapter_parameter(name)}}
+    dcp_io.load(state, path, DefaultLoadPlanner(allow_partial_load=not strict))
+    # the adapter is absent on purpose; a missing base weight was refused by the planner (when strict)
+    set_model_state_dict(model, under_adapted_names(state['model'], adapted), options=StateDictOptions(strict=False))
+
+
 def _load_composer(path: str, model: nn.Module, *, weights_only: bool, strict: bool) -> Restored:
-    if not weights_only:
+    weights = composer.read_model_weights(path)
+    if _base_into_adapter(model, set(weights)):
+        _log_base_load(path)
+        names = get_model_state_dict(model).keys()
+        weights = under_adapted_names(weights, names)
+        missing = [name for name in names if not is_adapter_parameter(name) and name not in weights]
+        if strict and missing:
+            raise CheckpointError(f'{path} lacks the base weights {", ".join(missing)}; set '
+                                  'load_strict_model_weights: false to keep their init.')
+        strict = False  # the adapter is absent on purpose
+    elif not weights_only:
         warnings.warn(f'{path} is a Composer checkpoint: only the model weights are migrated; optimizer, '
                       'timestamp and data loader start fresh.', stacklevel=3)
-    weights = composer.read_model_weights(path)
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=strict))
     return Restored(path=path)
 

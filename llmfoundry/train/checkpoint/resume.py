@@ -3,8 +3,10 @@
 With `autoresume: true` the newest complete checkpoint under save_folder wins (a full resume: weights,
 optimizer, timestamp, data loader position, RNG); otherwise `load_path` is loaded, fully or, with
 `load_weights_only`, as a warm start. The LR schedule needs no state of its own: it is a function of the
-restored timestamp. The optimizer's hyperparameters (lr, betas, weight_decay, ...) are the config's, not the
-checkpoint's: a restart after a divergence with a lower `optimizer.lr` trains with that lr.
+restored timestamp. A LoRA run (model.peft_config) given a checkpoint without adapter weights, such as the
+pretraining run it finetunes, takes its weights as the base weights only (checkpointer.py). The optimizer's
+hyperparameters (lr, betas, weight_decay, ...) are the config's, not the checkpoint's: a restart after a
+divergence with a lower `optimizer.lr` trains with that lr.
 """
 
 from __future__ import annotations
