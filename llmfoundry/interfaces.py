@@ -2,8 +2,9 @@
 (TrainState, with the process's place in the job, DistInfo) and where metrics go (MetricLogger).
 
 A callback only reacts to events (it never drives the loop); it may ask the run to stop with
-`state.request_stop(reason)`. Callbacks run on every rank; metrics reach the logger destinations from
-rank 0 only, so a callback that needs a global value reduces it itself before logging.
+`state.request_stop(reason)` (a divergence from after_train_batch, see there). Callbacks run on every rank;
+metrics reach the logger destinations from rank 0 only, so a callback that needs a global value reduces it
+itself before logging.
 
 This module sits at the bottom of the package (it imports only the config), so callbacks, loggers and the trainer
 all build on it without importing one another.
@@ -116,6 +117,11 @@ class Callback:
 
     def before_optimizer_step(self, state: TrainState, logger: MetricLogger) -> None:
         """Gradients are complete (reduced across ranks, unscaled) and not yet clipped."""
+
+    def after_train_batch(self, state: TrainState, logger: MetricLogger) -> None:
+        """The batch's loss is final (reduced across ranks); before any batch_end. Judge the batch here (e.g.
+        `request_stop(reason, diverged=True)`), so that every callback's batch_end, whatever the callbacks' order,
+        already sees the verdict: an export at batch_end never writes the weights of a diverging batch."""
 
     def batch_end(self, state: TrainState, logger: MetricLogger) -> None:
         pass

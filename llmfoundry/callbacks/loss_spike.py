@@ -5,8 +5,9 @@ of the last `window_size` normal batches for `patience` consecutive batches mean
 diverged, and continuing wastes compute. Spiking batches are kept out of the running mean so that a
 spike cannot raise its own bar. Judging starts once the window is full. Non-finite losses are left
 to nan_monitor. The loss is already reduced across ranks, so every rank stops at the same batch. The stop is
-a divergence (an error exit; the state is not saved as `latest`). Checkpoints saved during the `patience`
-spiking batches stay: there is no rollback to the checkpoint before the first spike.
+a divergence (an error exit; the state is not saved as `latest`), judged in after_train_batch so that no
+batch_end exports it. Checkpoints saved during the `patience` spiking batches stay: the restart that rolls back
+to the checkpoint before the first spike is in docs/MULTINODE.md (Divergence).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class LossSpike(Callback):
         self._window: deque[float] = deque(maxlen=window_size)
         self._spikes = 0
 
-    def batch_end(self, state: TrainState, logger: MetricLogger) -> None:
+    def after_train_batch(self, state: TrainState, logger: MetricLogger) -> None:
         loss = state.loss
         if not math.isfinite(loss):
             return

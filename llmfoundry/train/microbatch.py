@@ -12,6 +12,13 @@ microbatch's collectives. An error inside a sharded forward or backward can stil
 that pass's all-gather; agreement covers errors that end a rank's microbatch, which on CUDA is where the
 caching allocator's peak (the backward's activations and gradients) usually is.
 
+The optimizer step (which has no collective) is agreed the same way, once per step. An out-of-memory error
+there, typically the first step allocating the optimizer's state, is retried like one in a microbatch only in
+that first step and only if no rank's step wrote a parameter yet (the state it allocated is dropped), so the
+retry is exact.
+Otherwise the ranks hold half-updated or diverging weights: every rank stops with a ConfigError saying what to
+change, instead of one rank waiting for another or training on.
+
 LLMFOUNDRY_OOM_ABOVE_MICROBATCH=r:n[:k] (tests): rank r raises torch.OutOfMemoryError after the backward of any
 microbatch of more than n rows, from batch k (default 1) on.
 """
@@ -25,6 +32,10 @@ from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+from torch.optim import Optimizer
+
+from llmfoundry.config.validation import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +46,12 @@ class MicrobatchOutOfMemory(Exception):
     """Some rank ran out of memory in this microbatch: every rank halves the microbatch and retries the batch."""
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """Whether `flag` is set on any rank (this rank's flag without a process group)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return flag
-    votes = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(votes, op=dist.ReduceOp.MAX)
-    return bool(votes.item())
+def ranks_with(flags: list[bool], device: torch.device) -> list[int]:
+    """For each flag, on how many ranks it is set (this rank's flags without a process group); one all-reduce."""
+    votes = torch.tensor([float(flag) for flag in flags], device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(votes, op=dist.ReduceOp.SUM)
+    return [int(vote) for vote in votes.tolist()]
 
 
 def simulate_out_of_memory(rank: int, batch: int, rows: int) -> None:
@@ -66,8 +76,48 @@ def agreed_out_of_memory(auto: bool, device: torch.device) -> Iterator[None]:
         yield
     except torch.OutOfMemoryError:
         failed = True
-    if any_rank(failed, device):
+    if ranks_with([failed], device)[0]:
         raise MicrobatchOutOfMemory
+
+
+def _local_norms(optimizer: Optimizer) -> list[torch.Tensor]:
+    """The norm of this rank's part of every parameter, a fingerprint of whether a failed step wrote any. (Version
+    counters would be free, but an in-place foreach op on a DTensor, as optimizers do under FSDP2, bumps none.)"""
+    params = [p for group in optimizer.param_groups for p in group['params']]
+    params = [p.to_local() if isinstance(p, DTensor) else p for p in params]
+    with torch.no_grad():
+        return list(torch._foreach_norm(params))
+
+
+@contextlib.contextmanager
+def agreed_optimizer_step(auto: bool, optimizer: Optimizer, device: torch.device, batch: int) -> Iterator[None]:
+    """Under auto, the body (the optimizer step of batch `batch`) running out of memory on any rank raises
+    MicrobatchOutOfMemory on every rank if it is retryable, otherwise the same ConfigError on every rank; without
+    auto a no-op (no collective). Retryable: the optimizer's first step (no state yet: that step allocates it, the
+    usual point of failure) failing on every rank before writing any parameter. A failure at a later step counts as
+    written: proving otherwise would cost a read of the weights at every step."""
+    if not auto:
+        yield
+        return
+    before = None if any(optimizer.state.values()) else _local_norms(optimizer)
+    failed = False
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        failed = True
+    written = not failed or before is None or not all(map(torch.equal, before, _local_norms(optimizer)))
+    failed_ranks, written_ranks = ranks_with([failed, written], device)
+    if not failed_ranks:
+        return
+    if written_ranks:
+        raise ConfigError(
+            f'batch {batch}: the optimizer step ran out of memory on {failed_ranks} rank(s); it cannot be retried '
+            f'exactly, as it may have updated weights or optimizer state on {written_ranks} rank(s). Leave memory '
+            'for the optimizer state: fsdp_config.cpu_offload: true, more ranks, a lighter optimizer '
+            '(decoupled_lionw keeps one state tensor per parameter, adamw two) or a smaller fixed '
+            'device_train_microbatch_size.')
+    optimizer.state.clear()  # what the failed first step allocated: the retry is a first step again
+    raise MicrobatchOutOfMemory
 
 
 def halved(size: int, batch: int) -> int:

@@ -37,7 +37,13 @@ from .checkpoint import CheckpointSaver
 from .distributed import all_reduce_sum
 from .fault_injection import inject_faults, poison_loss
 from .metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
-from .microbatch import MicrobatchOutOfMemory, agreed_out_of_memory, halved, simulate_out_of_memory
+from .microbatch import (
+    MicrobatchOutOfMemory,
+    agreed_optimizer_step,
+    agreed_out_of_memory,
+    halved,
+    simulate_out_of_memory,
+)
 from .preemption import StopSignals
 from .summary import divergence_summary, run_summary
 
@@ -133,17 +139,7 @@ class Trainer:
         global_targets, global_tokens, global_samples = (int(v) for v in all_reduce_sum(counts).tolist())
         if global_targets == 0:
             raise RuntimeError(f'batch {state.timestamp.batch + 1} has no target tokens on any rank.')
-        loss_sum = self._accumulate_with_retries(batch, global_targets)
-        if self.scaler:
-            self.scaler.unscale_(state.optimizer)
-        self._event('before_optimizer_step')
-        if self.clipping:
-            self.clipping(state.model.parameters())
-        if self.scaler:
-            self.scaler.step(state.optimizer)
-            self.scaler.update()
-        else:
-            state.optimizer.step()
+        loss_sum = self._step_with_retries(batch, global_targets)
         state.optimizer.zero_grad(set_to_none=True)
         if self.signals.received:
             state.request_stop(f'received {self.signals.received}: saving and exiting')
@@ -156,16 +152,38 @@ class Trainer:
         if stop_votes and state.stop_reason is None:
             state.stop_reason = 'another rank asked to stop'
 
-    def _accumulate_with_retries(self, batch: dict[str, torch.Tensor], global_targets: int) -> torch.Tensor:
-        """_accumulate; under device_train_microbatch_size: auto, an out-of-memory error on any rank halves the
-        microbatch on every rank and starts the batch over without the failed attempt's gradients (microbatch.py)."""
+    def _step_with_retries(self, batch: dict[str, torch.Tensor], global_targets: int) -> torch.Tensor:
+        """_accumulate, then _optimizer_step; this rank's summed loss. Under device_train_microbatch_size: auto, an
+        out-of-memory error on any rank (in the optimizer step only before it changed anything) halves the
+        microbatch on every rank and starts the batch over without the failed attempt's gradients (microbatch.py;
+        before_optimizer_step then fires again for the retry)."""
         state = self.state
         while True:
             try:
-                return self._accumulate(batch, global_targets)
+                loss_sum = self._accumulate(batch, global_targets)
+                self._optimizer_step()
+                return loss_sum
             except MicrobatchOutOfMemory:
                 state.optimizer.zero_grad(set_to_none=True)
+                if self.scaler:  # forget the failed attempt's unscale_ (torch resets it only in update(), which
+                    # would also move the scale): the retry unscales its own gradients
+                    self.scaler._per_optimizer_states.pop(id(state.optimizer), None)
                 state.microbatch_size = halved(state.microbatch_size, state.timestamp.batch + 1)
+
+    def _optimizer_step(self) -> None:
+        state = self.state
+        if self.scaler:
+            self.scaler.unscale_(state.optimizer)
+        self._event('before_optimizer_step')
+        if self.clipping:
+            self.clipping(state.model.parameters())
+        with agreed_optimizer_step(self.auto_microbatch, state.optimizer, self.dist.device,
+                                   state.timestamp.batch + 1):
+            if self.scaler:
+                self.scaler.step(state.optimizer)
+                self.scaler.update()
+            else:
+                state.optimizer.step()
 
     def _accumulate(self, batch: dict[str, torch.Tensor], global_targets: int) -> torch.Tensor:
         """Forward and backward of every microbatch (gradients accumulate); this rank's summed loss."""
@@ -348,6 +366,7 @@ class Trainer:
             log.warning('batch %d: loss is %s', state.timestamp.batch, state.loss)
         if crossed(previous, state.timestamp, self.console_interval, state.max_duration):
             self._log_train()
+        self._event('after_train_batch')  # divergence monitors first: no batch_end exports a diverged state
         self._event('batch_end')
         self._evaluate_and_save(previous)
         inject_faults(self.dist.rank, state.timestamp.batch)

@@ -14,10 +14,10 @@ def test_nan_monitor_stops_on_a_non_finite_loss(tmp_path, logger, loss):
     state = make_state(tmp_path)
     monitor = callbacks.build('nan_monitor', {}, 'callbacks.nan_monitor')
     finish_batch(state, loss=2.0)
-    monitor.batch_end(state, logger)
+    monitor.after_train_batch(state, logger)
     assert state.stop_reason is None
     finish_batch(state, loss=loss)
-    monitor.batch_end(state, logger)
+    monitor.after_train_batch(state, logger)
     assert state.stop_reason.startswith(f'nan_monitor: the training loss is {loss} at batch 2')
     assert state.diverged  # an error exit, and this state never becomes `latest`
 
@@ -25,7 +25,7 @@ def test_nan_monitor_stops_on_a_non_finite_loss(tmp_path, logger, loss):
 def run_losses(guard: LossSpike, state, logger, losses: list[float]) -> None:
     for loss in losses:
         finish_batch(state, loss=loss)
-        guard.batch_end(state, logger)
+        guard.after_train_batch(state, logger)
 
 
 def test_loss_spike_needs_patience_consecutive_spikes(tmp_path, logger):

@@ -1,6 +1,7 @@
 """device_train_microbatch_size: auto: an out-of-memory error (simulated: LLMFOUNDRY_OOM_ABOVE_MICROBATCH) on one rank
 halves the microbatch on every rank, the batch is retried without the failed attempt's gradients, and the run then
-equals one with the final microbatch size fixed."""
+equals one with the final microbatch size fixed. One in the optimizer step is retried only if no rank's step had
+written anything; otherwise every rank stops with the same error."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ranks import collect_from_ranks
 from test_trainer_step import batches, make_trainer
 
 from llmfoundry.config.schema import FSDPConfig
+from llmfoundry.config.validation import ConfigError
 from llmfoundry.interfaces import Callback
 from llmfoundry.train.microbatch import SIMULATE_ENV
 
@@ -57,6 +59,33 @@ def test_a_later_out_of_memory_halves_and_retries_the_step(tmp_path, monkeypatch
         assert torch.equal(got, expected), name
 
 
+def out_of_memory_in_the_step(trainer, above: int) -> None:
+    """trainer's optimizer step runs out of memory (simulated) while the microbatch is above `above` rows, as a first
+    step does allocating the optimizer's state: after the first parameter's first state tensor, before any update."""
+    optimizer, step = trainer.state.optimizer, trainer.state.optimizer.step
+
+    def failing_step(*args, **kwargs):
+        if trainer.state.microbatch_size > above:
+            first = optimizer.param_groups[0]['params'][0]
+            optimizer.state[first]['exp_avg'] = torch.zeros_like(first)
+            raise torch.OutOfMemoryError('simulated: allocating the optimizer state')
+        return step(*args, **kwargs)
+
+    optimizer.step = failing_step
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'amp_fp16'])  # amp_fp16: the failed attempt's unscale_ is undone
+def test_an_out_of_memory_in_the_first_optimizer_step_halves_and_retries_exactly(tmp_path, precision):
+    data, recorded, reference = batches(3), Losses(), Losses()
+    auto = make_trainer(tmp_path, data, 'auto', [recorded], precision=precision)
+    out_of_memory_in_the_step(auto, above=2)
+    auto.fit()
+    make_trainer(tmp_path, data, 2, [reference], precision=precision).fit()
+    assert recorded.microbatches == [2, 2, 2]
+    assert recorded.losses == reference.losses
+    assert auto.state.optimizer.state_dict()['state'][0]['step'].item() == 3  # the failed step's state was dropped
+
+
 def test_out_of_memory_with_a_microbatch_of_one_row_is_raised(tmp_path, monkeypatch):
     monkeypatch.setenv(SIMULATE_ENV, '0:0')
     with pytest.raises(torch.OutOfMemoryError, match='even with a microbatch of 1 row'):
@@ -86,3 +115,23 @@ def test_an_out_of_memory_on_one_rank_halves_on_every_rank(tmp_path):
     results = collect_from_ranks(_train_on_rank, 2, tmp_path, timeout=90)
     assert results[(0, 'auto')][1] == results[(1, 'auto')][1] == [1, 1, 1]
     assert results[(0, 'auto')][0] == results[(1, 'auto')][0] == results[(0, 'fixed')][0]
+
+
+def _step_out_of_memory_on_rank_1(rank: int, world_size: int, run_folder, results) -> None:
+    data = [{k: v[rank * 2:rank * 2 + 2] for k, v in batch.items()} for batch in batches(1)]
+    trainer = make_trainer(run_folder, data, 'auto', rank=rank, world_size=world_size, max_duration='1ba',
+                           fsdp=FSDPConfig(sharding_strategy='FULL_SHARD'))
+    if rank == 1:
+        out_of_memory_in_the_step(trainer, above=0)
+    try:
+        trainer.fit()
+    except ConfigError as error:
+        results[rank] = str(error)
+
+
+@pytest.mark.slow
+def test_an_out_of_memory_in_one_ranks_optimizer_step_after_another_updated_stops_every_rank(tmp_path):
+    results = collect_from_ranks(_step_out_of_memory_on_rank_1, 2, tmp_path, timeout=90)
+    assert results[0] == results[1]
+    assert results[0].startswith('batch 1: the optimizer step ran out of memory on 1 rank(s); it cannot be retried '
+                                 'exactly, as it may have updated weights or optimizer state on 1 rank(s).'), results[0]

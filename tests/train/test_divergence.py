@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from test_train_e2e import MPT_SIZE, TINY_YAML, overrides
+from test_trainer_step import batches, make_trainer
 
+from llmfoundry.callbacks import HuggingFaceCheckpointer, NaNMonitor
 from llmfoundry.train.checkpoint import find_latest
 from llmfoundry.train.entry import DIVERGED_EXIT
 from llmfoundry.train.entry import main as train
 from llmfoundry.train.fault_injection import NAN_ENV
+from llmfoundry.train.trainer import RunDiverged
 
 
 def logged(run_folder: Path, key: str) -> list[tuple[int, float]]:
@@ -53,3 +57,12 @@ def test_a_diverged_run_exits_with_an_error_and_resumes_from_the_last_good_check
     assert batches_logged(folder) == list(range(1, 9)) + list(range(6, 13))
     first_lr, restarted_lr = (lr for batch, lr in logged(folder, 'lr-DecoupledAdamW/group0') if batch == 6)
     assert restarted_lr == first_lr / 3  # the config's lr (the YAML's 3e-3 lowered to 1e-3), not the checkpoint's
+
+
+def test_no_callback_exports_the_diverging_batch_whatever_the_callback_order(tmp_path, monkeypatch):
+    monkeypatch.setenv(NAN_ENV, '2')
+    exporter = HuggingFaceCheckpointer(save_folder=str(tmp_path / 'out'), save_interval='1ba')
+    trainer = make_trainer(tmp_path, batches(3), 4, [exporter, NaNMonitor()])  # the exporter's batch_end runs first
+    with pytest.raises(RunDiverged, match='nan_monitor: the training loss is nan at batch 2'):
+        trainer.fit()
+    assert sorted(p.name for p in (tmp_path / 'out' / 'huggingface').iterdir()) == ['ba1']
