@@ -13,7 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'train': ('llmfoundry.train.cli', 'train from an llm-foundry style YAML (--nproc N launches N ranks)'),
     'convert': ('llmfoundry.export.cli', 'convert models between llmfoundry and Hugging Face formats'),
     'tokenizer': ('llmfoundry.data.tokenizer_cli', 'train a byte-level BPE tokenizer on local files'),
-    'data-prep': ('llmfoundry.data.prep.cli', 'convert text, JSON or HF datasets into MDS shards'),
+    'data-prep': ('llmfoundry.data.prep.cli', 'convert datasets into MDS shards; inspect finetuning masks'),
 }
 
 

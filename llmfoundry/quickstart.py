@@ -1,11 +1,14 @@
-"""The whole framework in one offline command: data -> tokenizer -> MDS -> pretraining -> export -> generation.
+"""The whole framework in one offline command: data -> tokenizer -> MDS -> pretraining -> export -> generation
+-> instruction finetuning.
 
-    python -m llmfoundry.quickstart [--out DIR] [--max-steps N] [--reduced]
+    python -m llmfoundry.quickstart [--out DIR] [--max-steps N] [--finetune-steps N] [--reduced]
 
 Every step runs one of our own commands (`llmfoundry tokenizer train`, `llmfoundry data-prep`, `llmfoundry
 train`) on the Python standard library's sources, which every Python install carries: code with English
 docstrings, so no download is needed and the generated text is recognisably Python. The run summary
-(summary.json) and the loss curve (loss_curve.png) land in DIR. `--reduced` is the test suite's mode: a
+(summary.json) and the loss curve (loss_curve.png) land in DIR. The pretrained model is then finetuned on the
+instructions shipped in yamls/finetune/data/instruct: the masked-loss inspector shows which tokens train, and the
+same instruction is answered before and after. `--reduced` is the test suite's mode: a
 smaller corpus, model and step count, same steps. At the end it prints commands to try next, each of which
 runs as printed from the current folder.
 """
@@ -29,6 +32,9 @@ from llmfoundry.data.stdlib_corpus import stdlib_sources
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / 'yamls' / 'pretrain' / 'mpt-tiny-cpu.yaml'
+INSTRUCT_YAML = REPO / 'yamls' / 'finetune' / 'mpt-tiny-instruct-cpu.yaml'
+INSTRUCT_DATA = REPO / 'yamls' / 'finetune' / 'data' / 'instruct'
+ANSWER_SEQ_LEN = 256  # the instruct twin's max_seq_len: prompt and answer fit
 EOS_TEXT = '<|endoftext|>'
 VAL_EVERY = 10  # every 10th corpus file goes to the validation split
 PROMPT = 'def read_lines(path):\n    """Return the lines of a text file."""\n'
@@ -46,13 +52,14 @@ class Plan:
     max_steps: int
     batch_size: int
     microbatch_size: int
+    finetune_steps: int
     model_overrides: tuple[str, ...] = ()
 
 
 FULL = Plan(corpus_bytes=5_000_000, max_file_bytes=250_000, vocab_size=4096, seq_len=256, max_steps=200,
-            batch_size=16, microbatch_size=8)
+            batch_size=16, microbatch_size=8, finetune_steps=30)
 REDUCED = Plan(corpus_bytes=250_000, max_file_bytes=40_000, vocab_size=1024, seq_len=64, max_steps=16,
-               batch_size=8, microbatch_size=4,
+               batch_size=8, microbatch_size=4, finetune_steps=3,
                model_overrides=('model.vocab_size=1024', 'model.d_model=64', 'model.n_layers=2'))
 
 
@@ -83,6 +90,14 @@ class Layout:
         return self.out / 'hf'
 
     @property
+    def finetune(self) -> Path:
+        return self.out / 'finetune'
+
+    @property
+    def hf_instruct(self) -> Path:
+        return self.out / 'hf-instruct'
+
+    @property
     def summary(self) -> Path:
         return self.out / 'summary.json'
 
@@ -91,10 +106,11 @@ class Layout:
         return self.out / 'loss_curve.png'
 
     def generated(self) -> list[Path]:
-        return [self.corpus, self.tokenizer, self.mds, self.run, self.hf, self.summary, self.loss_curve]
+        return [self.corpus, self.tokenizer, self.mds, self.run, self.hf, self.finetune, self.hf_instruct,
+                self.summary, self.loss_curve]
 
 
-STEPS = 7
+STEPS = 8
 DEFAULT_OUT = Path('quickstart-out')
 
 
@@ -193,17 +209,17 @@ def pretrain(plan: Plan, layout: Layout, device: str, nproc: int) -> None:
 
 
 # ----- 5. export ---------------------------------------------------------------------------------------------
-def export_final_checkpoint(layout: Layout) -> str:
+def export_final_checkpoint(run: Path, out: Path, tokenizer: Path) -> str:
     """The newest checkpoint of the run -> a Hugging Face folder (what `llmfoundry convert to-hf` does)."""
     from llmfoundry.export import export_to_hf
     from llmfoundry.export.from_checkpoint import model_from_checkpoint
     from llmfoundry.train.checkpoint import find_latest
 
-    checkpoint = find_latest(str(layout.run))
+    checkpoint = find_latest(str(run))
     if checkpoint is None:
-        raise SystemExit(f'quickstart: no complete checkpoint in {layout.run}.')
-    fmt = export_to_hf(model_from_checkpoint(checkpoint), layout.hf, tokenizer=layout.tokenizer)
-    print(f'checkpoint {checkpoint} -> {layout.hf} (format: {fmt})')
+        raise SystemExit(f'quickstart: no complete checkpoint in {run}.')
+    fmt = export_to_hf(model_from_checkpoint(checkpoint), out, tokenizer=tokenizer)
+    print(f'checkpoint {checkpoint} -> {out} (format: {fmt})')
     return checkpoint
 
 
@@ -219,7 +235,52 @@ def generate(layout: Layout, max_new_tokens: int) -> str:
     return result[0]['generated_text']
 
 
-# ----- 7. summary and loss curve -----------------------------------------------------------------------------
+# ----- 7. instruction finetuning ------------------------------------------------------------------------------
+def finetune_overrides(plan: Plan, layout: Layout, checkpoint: str) -> list[str]:
+    """The instruct twin from the pretrained checkpoint, sized like the pretrained model, one rank, no eval."""
+    return [f'variables.tokenizer={layout.tokenizer}', f'variables.data_dir={INSTRUCT_DATA}',
+            f'variables.load_path={checkpoint}', f'save_folder={layout.finetune}',
+            f'max_duration={plan.finetune_steps}ba', 'eval_loader=null', 'eval_first=false', 'scheduler.t_warmup=1ba',
+            *plan.model_overrides]
+
+
+def instruction() -> str:
+    """The first held-out example's prompt: an instruction the finetuning never sees."""
+    first = (INSTRUCT_DATA / 'test.jsonl').read_text(encoding='utf-8').splitlines()[0]
+    return json.loads(first)['prompt']
+
+
+def answer(folder: Path, prompt: str) -> str:
+    """The greedy continuation of `prompt` by the model in `folder`, up to its first line break. ALiBi has no
+    learned positions, so the model reads a prompt longer than it was trained on: its ALiBi is built this long."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    model = AutoModelForCausalLM.from_pretrained(folder, max_seq_len=ANSWER_SEQ_LEN)
+    tokenizer = AutoTokenizer.from_pretrained(folder, model_max_length=ANSWER_SEQ_LEN)
+    generator = pipeline('text-generation', model=model, tokenizer=tokenizer)
+    text = generator(prompt, max_new_tokens=24, do_sample=False, return_full_text=False)[0]['generated_text']
+    return text.strip().split('\n')[0]
+
+
+def finetune(plan: Plan, layout: Layout, checkpoint: str) -> None:
+    """Show the masks, answer an instruction, finetune (one rank, in a subprocess as pretraining), answer again."""
+    from llmfoundry.data.finetuning.inspect import main as inspect
+
+    overrides = finetune_overrides(plan, layout, checkpoint)
+    print(f'llmfoundry data-prep inspect {relative(INSTRUCT_YAML)} --num-examples 1 (loss on [[...]] only):')
+    check(inspect([str(INSTRUCT_YAML), *overrides, '--num-examples', '1']), 'llmfoundry data-prep inspect')
+    prompt = instruction()
+    before = answer(layout.hf, prompt)
+    command = [sys.executable, '-m', 'llmfoundry.cli', 'train', str(INSTRUCT_YAML), *overrides]
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'TOKENIZERS_PARALLELISM': 'false'}
+    check(subprocess.run(command, env=env).returncode, 'llmfoundry train (finetuning)')
+    export_final_checkpoint(layout.finetune, layout.hf_instruct, layout.tokenizer)
+    question = prompt.split('### Instruction:\n')[-1].split('\n')[0]
+    print(f'instruction: {question}\n  before finetuning: {before!r}\n  after finetuning:  '
+          f'{answer(layout.hf_instruct, prompt)!r}')
+
+
+# ----- 8. summary and loss curve -----------------------------------------------------------------------------
 def read_curves(run: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     """(tokens, train loss) and (tokens, eval loss), the last record per point (a resumed run repeats some)."""
     train: dict[int, float] = {}
@@ -336,6 +397,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--out', type=Path, default=DEFAULT_OUT, help='output folder (default: %(default)s)')
     parser.add_argument('--max-steps', type=int, default=None,
                         help=f'training batches (default: {FULL.max_steps}, reduced: {REDUCED.max_steps})')
+    parser.add_argument('--finetune-steps', type=int, default=None,
+                        help=f'instruction finetuning batches (default: {FULL.finetune_steps}, reduced: '
+                             f'{REDUCED.finetune_steps}; 0 skips that step)')
     parser.add_argument('--reduced', action='store_true', help='smaller corpus, model and step count (for tests)')
     return parser.parse_args(argv)
 
@@ -346,6 +410,10 @@ def choose_plan(args: argparse.Namespace) -> Plan:
         if args.max_steps < 2:
             raise SystemExit('quickstart: --max-steps must be at least 2 (a loss curve needs two points).')
         plan = replace(plan, max_steps=args.max_steps)
+    if args.finetune_steps is not None:
+        if args.finetune_steps < 0:
+            raise SystemExit('quickstart: --finetune-steps must be at least 0.')
+        plan = replace(plan, finetune_steps=args.finetune_steps)
     return plan
 
 
@@ -373,12 +441,19 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.monotonic() - train_start
 
     headline(5, f'Exporting the final checkpoint to a Hugging Face folder -> {layout.hf}')
-    checkpoint = export_final_checkpoint(layout)
+    checkpoint = export_final_checkpoint(layout.run, layout.hf, layout.tokenizer)
 
     headline(6, "Generating with transformers.pipeline('text-generation') from the exported folder")
     print(generate(layout, max_new_tokens=24 if args.reduced else 64))
 
-    headline(7, 'Writing the run summary and the loss curve')
+    if plan.finetune_steps:
+        headline(7, f'Finetuning on instructions for {plan.finetune_steps} steps ({relative(INSTRUCT_YAML)}) -> '
+                    f'{layout.finetune}')
+        finetune(plan, layout, checkpoint)
+    else:
+        headline(7, 'Finetuning on instructions: skipped (--finetune-steps 0)')
+
+    headline(8, 'Writing the run summary and the loss curve')
     summary = write_summary(layout, {'steps': plan.max_steps, 'device': device, 'nproc': nproc,
                                      'checkpoint': checkpoint, 'train_seconds': round(train_seconds, 1),
                                      'seconds': round(time.monotonic() - start, 1)})

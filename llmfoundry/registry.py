@@ -118,6 +118,7 @@ models: Registry[nn.Module] = Registry('models', {
 # `train_loader:`, `eval_loader:`, `eval_loaders:` -> (section, tokenizer, device batch size, path) -> loader
 dataloaders: Registry[Any] = Registry('dataloaders', {
     'text': 'llmfoundry.data.text_loader:build_text_dataloader',
+    'finetuning': 'llmfoundry.data.finetuning.loader:build_finetuning_dataloader',
 })
 # `optimizer:` -> (param_groups, **section) -> Optimizer
 optimizers: Registry[Optimizer] = Registry('optimizers', {
@@ -151,7 +152,18 @@ loggers: Registry[LoggerDestination] = Registry('loggers', {
     'tensorboard': 'llmfoundry.loggers.tensorboard_logger:TensorBoardLogger',
     'wandb': 'llmfoundry.loggers.wandb_logger:WandBLogger',
 })
-# Filled by finetuning and evaluation (not built yet): finetuning data preprocessors, ICL task types, evaluators.
-preprocessors: Registry[Any] = Registry('preprocessors')
+# finetuning `dataset.preprocessing_fn` (or the dataset's name when unset) -> (example) -> prompt/response or messages
+_PREPROCESSORS = 'llmfoundry.data.finetuning.preprocessors'
+preprocessors: Registry[Any] = Registry('preprocessors', {
+    'tatsu-lab/alpaca': f'{_PREPROCESSORS}:alpaca',
+    'HuggingFaceH4/databricks_dolly_15k': f'{_PREPROCESSORS}:dolly',
+    'bigscience/P3': f'{_PREPROCESSORS}:p3',
+    'Muennighoff/P3': f'{_PREPROCESSORS}:muennighoff',
+    'Muennighoff/flan': f'{_PREPROCESSORS}:muennighoff',
+    'teknium/OpenHermes-2.5': f'{_PREPROCESSORS}:sharegpt',
+    'math-ai/StackMathQA': f'{_PREPROCESSORS}:question_answer',
+    'AI-MO/NuminaMath-CoT': f'{_PREPROCESSORS}:messages_only',
+})
+# Filled by evaluation (not built yet): ICL task types, evaluators.
 icl_task_types: Registry[Any] = Registry('icl_task_types')
 evaluators: Registry[Any] = Registry('evaluators')

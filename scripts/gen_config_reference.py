@@ -3,7 +3,8 @@
     python scripts/gen_config_reference.py
 
 Sources: the TrainConfig and FSDPConfig dataclasses (llmfoundry/config/schema.py), MPTConfig's constructor
-and its attn_config / ffn_config / init_config default dicts (llmfoundry/models/mpt/configuration_mpt.py).
+and its attn_config / ffn_config / init_config default dicts (llmfoundry/models/mpt/configuration_mpt.py), and the
+key lists the loaders check (llmfoundry/data/text_loader.py, llmfoundry/data/finetuning/loader.py).
 tests/test_config_reference.py fails when the committed file differs from a fresh generation.
 """
 
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from llmfoundry.config.schema import FSDPConfig, TrainConfig
+from llmfoundry.data import text_loader
+from llmfoundry.data.finetuning import loader as finetuning_loader
 from llmfoundry.models.mpt import configuration_mpt
 from llmfoundry.models.mpt.configuration_mpt import MPTConfig
 
@@ -91,7 +94,23 @@ def render() -> str:
     lines = [HEADER]
     for title, intro, rows in sections:
         lines += [f'## {title}', '', intro, '', *table(rows), '']
-    return '\n'.join(lines)
+    return '\n'.join(lines + loader_lines())
+
+
+def keys(names: tuple[str, ...]) -> str:
+    return ', '.join(f'`{name}`' for name in names)
+
+
+def loader_lines() -> list[str]:
+    """The keys each loader accepts (its builder checks them; types and defaults are llm-foundry's)."""
+    return [
+        '## Loaders (`train_loader`, `eval_loader`, `eval_loaders`)', '',
+        f'Every loader section: {keys(text_loader.LOADER_KEYS)}.', '',
+        f'`name: text`, `dataset:` {keys(text_loader.OWN_DATASET_KEYS)} and StreamingDataset\'s own: '
+        f'{keys(text_loader.STREAMING_KEYS)}.', '',
+        f'`name: finetuning`, `dataset:` {keys(finetuning_loader.SHARED_KEYS)}; from `datasets` (local files or a '
+        f'hub name): {keys(finetuning_loader.HF_KEYS)}; or from MDS: {keys(finetuning_loader.MDS_KEYS)}.', '',
+    ]
 
 
 def main() -> int:

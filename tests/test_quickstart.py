@@ -13,7 +13,8 @@ import pytest
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 # What the test appends to a printed command so that it finishes in seconds (later flags/overrides win).
-SHRINK = {'llmfoundry.quickstart': ' --reduced --max-steps 2 --out again', ' train ': ' max_duration=2ba'}
+SHRINK = {'llmfoundry.quickstart': ' --reduced --max-steps 2 --finetune-steps 0 --out again',
+          ' train ': ' max_duration=2ba'}
 
 
 def shell_env() -> dict[str, str]:
@@ -38,8 +39,8 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_reduced_quickstart_leaves_data_checkpoint_hf_folder_plot_and_summary(quickstart: tuple[Path, str]) -> None:
     cwd, stdout = quickstart
     out = cwd / 'qs'
-    for number in range(1, 8):
-        assert f'[{number}/7]' in stdout
+    for number in range(1, 9):
+        assert f'[{number}/8]' in stdout
     assert str(out / 'summary.json') in stdout and str(out / 'loss_curve.png') in stdout
 
     for split in ('train', 'val'):
@@ -59,6 +60,21 @@ def test_reduced_quickstart_leaves_data_checkpoint_hf_folder_plot_and_summary(qu
     assert summary['final_train_loss'] < summary['first_train_loss']
     assert summary['last_eval_loss'] < summary['first_eval_loss']
     assert summary['paths']['hf'] == str(out / 'hf')
+
+
+@pytest.mark.slow
+def test_reduced_quickstart_finetunes_on_instructions_and_shows_masks_and_answers(quickstart) -> None:
+    cwd, stdout = quickstart
+    step = stdout.split('[7/8]', 1)[1].split('[8/8]', 1)[0]
+    # the inspector's first example: the instruction template without loss, the response (and EOS) with it
+    example = step.split('--- example 0: ', 1)[1]
+    assert ' with loss ---\nBelow is an instruction that describes a task.' in example
+    assert '### Response:\n[[Red, green and blue.<|endoftext|>]]' in example
+    assert "instruction: What is 6 plus 1?\n  before finetuning: '" in step and "\n  after finetuning:  '" in step
+    out = cwd / 'qs'
+    records = [json.loads(line) for line in (out / 'finetune' / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['batch'] for r in records if 'loss/train/total' in r] == [1, 2, 3]
+    assert (out / 'hf-instruct' / 'model.safetensors').is_file()
 
 
 def printed_commands(stdout: str) -> list[str]:

@@ -41,7 +41,8 @@ def test_unknown_names_say_where_and_suggest():
         registry.models.get_named({'d_model': 8}, 'model')
     with pytest.raises(ConfigError, match='scheduler must be a mapping with a `name` key'):
         registry.schedulers.get_named('cosine_with_warmup', 'scheduler')
-    with pytest.raises(ConfigError, match="unknown train_loader.name='finetune' \\(registered: text\\)"):
+    with pytest.raises(ConfigError, match="unknown train_loader.name='finetune'; did you mean 'finetuning'\\? "
+                                          "\\(registered: finetuning, text\\)"):
         registry.dataloaders.get_named({'name': 'finetune'}, 'train_loader')
 
 

@@ -1,4 +1,4 @@
-"""The one table of llm-foundry keys and loaders whose features are not built here yet.
+"""The one table of llm-foundry keys whose features are not built here yet.
 
 Such a key is spelled right, so it must never read like a typo: setting it says the feature is not supported
 yet. Unset (absent or null) it is accepted and dropped, so llm-foundry YAMLs that carry `icl_tasks: null` load.
@@ -14,7 +14,6 @@ from .validation import ConfigError
 
 _ICL = 'in-context-learning (ICL) evaluation'
 _GAUNTLET = 'the evaluation gauntlet'
-_PEFT = 'PEFT / LoRA finetuning'
 
 
 def _not_yet(key: str, feature: str) -> str:
@@ -28,17 +27,11 @@ NOT_BUILT: dict[str, str] = {
     **{key: _not_yet(key, _ICL) for key in ('icl_tasks', 'icl_tasks_str', 'icl_max_seq_len', 'icl_seq_len_buffer',
                                            'icl_seq_len', 'icl_subset_num_batches')},
     **{key: _not_yet(key, _GAUNTLET) for key in ('eval_gauntlet', 'eval_gauntlet_str')},
-    **{key: _not_yet(key, _PEFT) for key in ('peft_config', 'model.peft_config')},
     'tp_config': _not_yet('tp_config', 'tensor parallelism'),
     'profiler': _not_yet('profiler', 'the profiler'),
     'save_ignore_keys': _not_yet('save_ignore_keys', 'leaving keys out of a checkpoint'),
     'load_ignore_keys': _not_yet('load_ignore_keys', 'skipping checkpoint keys on load'),
 }
-# train_loader.name / eval_loader.name values -> why
-NOT_BUILT_LOADERS: dict[str, str] = {
-    'finetuning': 'finetuning loaders (instruction, chat and long-context data) are not built yet; available: text',
-}
-LOADER_SECTIONS = ('train_loader', 'eval_loader')
 
 # Mixture-of-experts: MPT's megablocks FFNs and the Hugging Face MoE architectures (DBRX is llm-foundry's own).
 MOE_FFN_TYPES = ('mb_moe', 'mb_dmoe')
@@ -47,7 +40,7 @@ MOE_HUB_PREFIX = 'databricks/dbrx'  # DBRX hub ids, recognised without downloadi
 
 
 def check_not_built(config: dict[str, Any]) -> None:
-    """Raise for the first key or loader in `config` that names a feature not built yet.
+    """Raise for the first key in `config` that names a feature not built yet.
 
     MoE goes first: MoE YAMLs (DBRX's) also carry ICL and finetuning keys, and the model is the bigger gap."""
     model = config.get('model')
@@ -57,10 +50,6 @@ def check_not_built(config: dict[str, Any]) -> None:
         parent, key = _parent(config, path)
         if parent is not None and parent.get(key) is not None:
             raise ConfigError(message)
-    for path, section in _loader_sections(config):
-        name = section.get('name')
-        if isinstance(name, str) and name in NOT_BUILT_LOADERS:
-            raise ConfigError(f'{path}.name={name} is not supported yet: {NOT_BUILT_LOADERS[name]}.')
 
 
 def check_not_moe(model: dict[str, Any]) -> None:
@@ -120,10 +109,3 @@ def _parent(config: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, s
         node = node.get(section) if isinstance(node, dict) else None
     return (node if isinstance(node, dict) else None), key
 
-
-def _loader_sections(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    found = [(path, config[path]) for path in LOADER_SECTIONS if isinstance(config.get(path), dict)]
-    loaders = config.get('eval_loaders')
-    if isinstance(loaders, list):
-        found += [(f'eval_loaders[{i}]', s) for i, s in enumerate(loaders) if isinstance(s, dict)]
-    return found

@@ -81,7 +81,9 @@ def default_local(remote: str, split: str | None) -> str:
     return os.path.join(tempfile.gettempdir(), 'llmfoundry-streaming', key)
 
 
-def _with_local(cfg: dict[str, Any], split: str | None) -> dict[str, Any]:
+def with_local(cfg: dict[str, Any], split: str | None) -> dict[str, Any]:
+    """`cfg` (a dataset or stream section) with a private cache folder as `local` when it streams a remote
+    without one."""
     if cfg.get('remote') and not cfg.get('local'):
         return {**cfg, 'local': default_local(cfg['remote'], cfg.get('split', split))}
     return cfg
@@ -107,10 +109,12 @@ def check_remote(remote: str, key: str) -> None:
                           f'scheme: {err}') from err
 
 
-def check_local_data(loader_cfg: dict[str, Any], section: str, tokenizer: str = 'YOUR_TOKENIZER') -> None:
+def check_local_data(loader_cfg: dict[str, Any], section: str, tokenizer: str = 'YOUR_TOKENIZER',
+                     data_prep: str = DATA_PREP) -> None:
     """Each dataset (or stream) with no `remote` must have its MDS index in `local`; the error names the key,
-    the folder and the data-prep command that creates it. With a remote, `local` is only a cache, and the
-    remote must be one streaming can download from."""
+    the folder and the data-prep command that creates it (`data_prep`, formatted with folder, local, split,
+    seq_len and tokenizer). With a remote, `local` is only a cache, and the remote must be one streaming can
+    download from."""
     dataset = to_plain(loader_cfg).get('dataset')
     if not isinstance(dataset, dict):
         return
@@ -129,18 +133,20 @@ def check_local_data(loader_cfg: dict[str, Any], section: str, tokenizer: str = 
         if os.path.isfile(os.path.join(folder, INDEX_FILE)):
             continue
         where = 'does not exist' if not os.path.exists(str(local)) else f'has no {os.path.join(split, INDEX_FILE)}'
-        command = DATA_PREP.format(folder=folder, seq_len=dataset.get('max_seq_len', 2048), tokenizer=tokenizer)
+        command = data_prep.format(folder=folder, local=local, split=split or 'train', tokenizer=tokenizer,
+                                   seq_len=dataset.get('max_seq_len', 2048))
         raise ConfigError(f"{key}.local={local!r} {where} and {key}.remote is not set; create the shards with: "
                           f'{command}')
 
 
-def _build_streams(streams_cfg: dict[str, Any], split: str | None, path: str) -> list[Stream]:
+def build_streams(streams_cfg: dict[str, Any], split: str | None, path: str) -> list[Stream]:
+    """A `streams:` mapping (name -> Stream options; `path` names it in errors) -> streaming Streams."""
     streams = []
     for name, cfg in streams_cfg.items():
         if not isinstance(cfg, dict):
             raise ValueError(f"'{path}.{name}' must be a mapping of stream options")
         check_keys(cfg, STREAM_KEYS, f'{path}.{name}')
-        streams.append(Stream(**_with_local(cfg, split)))
+        streams.append(Stream(**with_local(cfg, split)))
     return streams
 
 
@@ -156,14 +162,14 @@ def build_text_dataset(
         raise ValueError(f"set at most one of '{path}.eos_token_id' and '{path}.bos_token_id'")
     own = {key: cfg.pop(key) for key in OWN_DATASET_KEYS if key in cfg}
     streams_cfg = own.get('streams')
-    streams = _build_streams(streams_cfg, cfg.get('split'), f'{path}.streams') if streams_cfg else None
+    streams = build_streams(streams_cfg, cfg.get('split'), f'{path}.streams') if streams_cfg else None
     storage.sync_s3_endpoint_env()
     # A run killed earlier may have left shared memory that would make this one fail.
     clean_stale_streaming_shm()
     return StreamingTextDataset(
         tokenizer=tokenizer, max_seq_len=own['max_seq_len'],
         token_encoding_type=own.get('token_encoding_type', 'int64'),
-        streams=streams, batch_size=device_batch_size, **_with_local(cfg, cfg.get('split')),
+        streams=streams, batch_size=device_batch_size, **with_local(cfg, cfg.get('split')),
     )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from llmfoundry.config.schema import TrainConfig
+from llmfoundry.config.validation import ConfigError
 from llmfoundry.models.accounting import count_parameters, flops_per_token
 from llmfoundry.models.builders import build_model
 from llmfoundry.models.mpt import MPTConfig
@@ -91,8 +92,11 @@ def first_batch(section: dict[str, Any], tokenizer: Any, batch_size: int) -> dic
     with tempfile.TemporaryDirectory(prefix='llmfoundry-dry-run-') as cache:
         section['dataset'] = _with_temporary_caches(dict(section.get('dataset') or {}), cache)
         loader = build_loader(section, tokenizer, batch_size, 'train_loader')
-        batch = next(iter(loader))
+        batch = next(iter(loader), None)
         del loader
+    if batch is None:  # a real run would stop at once having trained nothing
+        raise ConfigError(f'train_loader yields no batch of {batch_size} rows: the dataset is smaller than one batch '
+                          '(after packing, and with drop_last); use more data or a smaller global_train_batch_size')
     return batch
 
 

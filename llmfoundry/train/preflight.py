@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from llmfoundry import storage
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.validation import ConfigError, check_keys
+from llmfoundry.data.finetuning.preflight import check_finetuning_data, check_packing_model
 from llmfoundry.data.text_loader import check_local_data
 from llmfoundry.data.tokenizers import build_tokenizer
 
@@ -39,8 +40,13 @@ def check_paths(config: TrainConfig, run_name: str) -> None:
     for key, url in remote_locations(config):
         check_location(url, key)
     for path, section in loader_sections(config):
-        if section.get('name', 'text') == 'text':
+        name = section.get('name', 'text')
+        if name == 'text':
             check_local_data(section, path, tokenizer)
+        elif name == 'finetuning':
+            check_finetuning_data(section, path, tokenizer)
+            if int(os.environ.get('RANK', '0')) == 0:  # every rank runs these checks; one says the warning
+                check_packing_model(section, config.model, path)
     if config.load_path:
         check_load_path(config.load_path, run_name)
     local_save = config.save_folder and not storage.is_remote(config.save_folder)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmfoundry.config.loading import load_train_config
-from llmfoundry.config.not_built import NOT_BUILT, check_not_built, without_unset
+from llmfoundry.config.not_built import NOT_BUILT, without_unset
 from llmfoundry.config.validation import ConfigError, unknown_key_error
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,11 +56,6 @@ NOT_BUILT_CASES = [
     ('icl_seq_len_buffer=1', 'icl_seq_len_buffer is not supported yet (in-context-learning (ICL) evaluation'),
     ('icl_tasks=[{label: hellaswag}]', 'icl_tasks is not supported yet (in-context-learning (ICL) evaluation'),
     ('eval_gauntlet={weighting: EQUAL}', 'eval_gauntlet is not supported yet (the evaluation gauntlet is not built)'),
-    ('model.peft_config={r: 8}', 'model.peft_config is not supported yet (PEFT / LoRA finetuning is not built)'),
-    ('peft_config={r: 8}', 'peft_config is not supported yet (PEFT / LoRA finetuning is not built)'),
-    ('train_loader.name=finetuning', 'train_loader.name=finetuning is not supported yet: finetuning loaders '
-                                     '(instruction, chat and long-context data) are not built yet; available: text.'),
-    ('eval_loader.name=finetuning', 'eval_loader.name=finetuning is not supported yet'),
     ('models=[{model_name: mpt}]', 'this looks like an llm-foundry evaluation YAML (it lists `models:`), and '
                                    'evaluation is not built yet: `llmfoundry train` needs a training YAML'),
 ]
@@ -81,17 +76,11 @@ def test_an_evaluation_yaml_is_recognised_before_its_missing_training_keys(tmp_p
         load_train_config(path)
 
 
-def test_eval_loaders_entries_are_checked_too():
-    with pytest.raises(ConfigError, match=r'eval_loaders\[1\]\.name=finetuning is not supported yet'):
-        check_not_built({'eval_loaders': [{'name': 'text'}, {'name': 'finetuning'}]})
-
-
 def test_unset_keys_of_features_not_built_are_accepted_and_dropped():
-    config, _ = load_train_config(TINY_YAML, ['icl_tasks=null', 'eval_gauntlet=null', 'model.peft_config=null'])
-    assert 'peft_config' not in config.model
-    raw = {'icl_tasks': None, 'model': {'name': 'm', 'peft_config': None}, 'seed': 1}
-    assert without_unset(raw) == {'model': {'name': 'm'}, 'seed': 1}
-    assert raw['model'] == {'name': 'm', 'peft_config': None}  # the caller's mapping is left alone
+    load_train_config(TINY_YAML, ['icl_tasks=null', 'eval_gauntlet=null', 'profiler=null'])
+    raw = {'icl_tasks': None, 'profiler': None, 'seed': 1}
+    assert without_unset(raw) == {'seed': 1}
+    assert raw == {'icl_tasks': None, 'profiler': None, 'seed': 1}  # the caller's mapping is left alone
 
 
 def test_every_not_built_message_names_its_key_or_the_eval_yaml():

@@ -2,7 +2,8 @@
 each is accepted, or refused with the message that names the missing feature (never as an unknown key).
 
 Model folders (tiny GPT-2, Llama, Mistral and DBRX written with transformers' config classes), the MDS data and the
-tokenizer are made here; the YAMLs' own paths are placeholders that the overrides replace.
+tokenizer are made here; finetuning data is the prompt/response and chat JSON Lines shipped in yamls/finetune/data
+(and a finetuning MDS converted from it). The YAMLs' own paths are placeholders that the overrides replace.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from omegaconf import OmegaConf
 
 from llmfoundry.data.prep.cli import main as data_prep
 from llmfoundry.train.entry import main as train
@@ -24,10 +26,10 @@ from llmfoundry.train.entry import main as train
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / 'tests' / 'fixtures' / 'llmfoundry-yamls'
 OURS = sorted((REPO / 'yamls' / 'pretrain').glob('*.yaml'))
+FINETUNE_RECIPES = sorted((REPO / 'yamls' / 'finetune').glob('mpt-7b-*.yaml'))
+SHIPPED = REPO / 'yamls' / 'finetune' / 'data'
 
-FINETUNING = r'train_loader\.name=finetuning is not supported yet: finetuning loaders .* are not built yet'
 ICL = r'icl_tasks is not supported yet \(in-context-learning \(ICL\) evaluation is not built\)'
-PEFT = r'model\.peft_config is not supported yet \(PEFT / LoRA finetuning is not built\)'
 MOE = r'mixture-of-experts \(MoE\) models are not supported'
 DBRX = r'model\.pretrained_model_name_or_path=.*tiny-dbrx \(a dbrx model\): ' + MOE
 # fixture -> (the model folder it uses, None when accepted or the refusal's pattern)
@@ -40,14 +42,26 @@ CASES = {
     'finetune-mistral-domain-adapt.yaml': ('mistral', None),
     'pretrain-testing-moe.yaml': (None, r'model\.ffn_config\.ffn_type=mb_dmoe: ' + MOE),
     'pretrain-gpt-neo-125m-eval.yaml': ('gpt2', ICL),
-    'finetune-1b-local-data-sft.yaml': (None, FINETUNING),
-    'finetune-mpt-7b-dolly-sft.yaml': (None, FINETUNING),
-    'finetune-llama-3-8b-dolly-sft.yaml': ('llama', FINETUNING),
-    'finetune-gpt2-arc-easy-cpu-streaming.yaml': ('gpt2', FINETUNING),
-    'finetune-llama-lora.yaml': ('llama', PEFT),
+    'finetune-1b-local-data-sft.yaml': (None, None),
+    'finetune-mpt-7b-dolly-sft.yaml': (None, None),
+    'finetune-llama-3-8b-dolly-sft.yaml': ('llama', None),
+    'finetune-gpt2-arc-easy-cpu-streaming.yaml': ('gpt2', None),
+    'finetune-llama-lora.yaml': ('llama', None),
     'finetune-dbrx-full-ft.yaml': ('dbrx', DBRX),
     'finetune-dbrx-lora-ft.yaml': ('dbrx', DBRX),
 }
+# The finetuning fixtures' data: their local data_dir, or their hub dataset replaced by local JSON Lines
+# (prompt/response, split train and test), or their MDS streams by a finetuning MDS.
+LOADERS = ('train_loader', 'eval_loader')
+LOCAL_JSONL = [f'{loader}.dataset.hf_kwargs.data_dir={SHIPPED / "instruct"}' for loader in LOADERS]
+HUB_TO_JSONL = [f'{loader}.dataset.hf_name=json' for loader in LOADERS] + LOCAL_JSONL
+FINETUNING_DATA = {
+    'finetune-1b-local-data-sft.yaml': LOCAL_JSONL,
+    'finetune-mpt-7b-dolly-sft.yaml': HUB_TO_JSONL,
+    'finetune-llama-3-8b-dolly-sft.yaml': HUB_TO_JSONL,
+    'finetune-llama-lora.yaml': HUB_TO_JSONL,
+}
+FINETUNING_MDS_CASE = 'finetune-gpt2-arc-easy-cpu-streaming.yaml'  # variables.data_local is the finetuning MDS
 # Small enough for a dry run's first batch on the tiny corpus, whatever the YAML's production batch.
 SMALL_BATCH = ['global_train_batch_size=4', 'device_train_microbatch_size=2']
 HF_CONFIGS = {
@@ -78,6 +92,16 @@ def mds(corpus_dir: Path, tokenizer_dir: str, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope='module')
+def finetuning_mds(tokenizer_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """out/train/: llm-foundry's finetuning MDS layout, written by our converter from the shipped instruct data."""
+    out = tmp_path_factory.mktemp('finetuning-mds')
+    assert data_prep(['convert_finetuning_dataset', '--dataset', 'json', '--splits', 'train', '--data_files',
+                      str(SHIPPED / 'instruct' / 'train.jsonl'), '--out_root', str(out), '--tokenizer', tokenizer_dir,
+                      '--max_seq_len', '128', '--skip-preprocessing']) == 0
+    return out
+
+
+@pytest.fixture(scope='module')
 def hf_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny local folder per architecture: config.json and random weights (DBRX: the config is all a refusal
     reads)."""
@@ -101,10 +125,13 @@ def dry_run(capsys, yaml: Path, overrides: list[str]) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize('name', sorted(CASES))
-def test_llmfoundry_recipe_shape(name, capsys, mds, tokenizer_dir, hf_folders, tmp_path, monkeypatch):
+def test_llmfoundry_recipe_shape(name, capsys, mds, finetuning_mds, tokenizer_dir, hf_folders, tmp_path,
+                                 monkeypatch):
     folder, refusal = CASES[name]
     monkeypatch.chdir(tmp_path)  # the YAMLs' relative placeholders resolve here, and nothing is written
-    overrides = [f'variables.data_local={mds}', f'tokenizer.name={tokenizer_dir}', *SMALL_BATCH]
+    data = finetuning_mds if name == FINETUNING_MDS_CASE else mds
+    overrides = [f'variables.data_local={data}', f'tokenizer.name={tokenizer_dir}', *SMALL_BATCH,
+                 *FINETUNING_DATA.get(name, [])]
     if folder:
         overrides.append(f'variables.model_name_or_path={hf_folders[folder]}')
     code, out, err = dry_run(capsys, FIXTURES / name, overrides)
@@ -124,6 +151,63 @@ def test_our_pretraining_yamls_pass_a_dry_run(yaml, capsys, mds, tokenizer_dir, 
     overrides = [f'variables.data_local={mds}', f'tokenizer.name={tokenizer_dir}', *SMALL_BATCH]
     code, out, err = dry_run(capsys, yaml, overrides)
     assert code == 0, err
+    assert out.splitlines()[-1] == 'dry run OK: nothing was trained or written.'
+
+
+# Each recipe as shipped (MPT-7B on the meta device, its own max_seq_len) on local data: the shipped JSON Lines for
+# instruct and chat, the text MDS for storywriter; load_path unset, since a dry run reads no weights anyway.
+RECIPE_DATA = {
+    'mpt-7b-instruct.yaml': ['variables.dataset=json', *LOCAL_JSONL],
+    'mpt-7b-chat.yaml': ['variables.dataset=json', f'train_loader.dataset.hf_kwargs.data_dir={SHIPPED / "chat"}'],
+    'mpt-7b-storywriter.yaml': [],
+}
+
+
+def test_every_finetuning_recipe_has_its_data():
+    assert sorted(RECIPE_DATA) == [path.name for path in FINETUNE_RECIPES]
+
+
+def test_a_dataset_smaller_than_one_batch_is_a_config_error(capsys, tokenizer_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # 40 short examples: fewer than the recipe's 64 rows per batch
+    code, _, err = dry_run(capsys, REPO / 'yamls' / 'finetune' / 'mpt-7b-instruct.yaml',
+                           [f'tokenizer.name={tokenizer_dir}', 'variables.load_path=null', 'variables.dataset=json',
+                            *LOCAL_JSONL, 'device_train_microbatch_size=1'])
+    assert code == 2
+    assert err.splitlines()[-1] == ('Config error: train_loader yields no batch of 64 rows: the dataset is smaller '
+                                    'than one batch (after packing, and with drop_last); use more data or a smaller '
+                                    'global_train_batch_size')
+
+
+def test_missing_finetuning_data_fails_before_anything_is_built(capsys, tokenizer_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = dry_run(capsys, REPO / 'yamls' / 'finetune' / 'mpt-tiny-instruct-cpu.yaml',
+                             [f'variables.tokenizer={tokenizer_dir}', 'variables.data_dir=my-data'])
+    assert code == 2 and 'model:' not in out
+    assert err == "Config error: train_loader.dataset.hf_kwargs.data_dir='my-data': ./my-data is not a folder\n"
+
+
+def test_packing_without_sequence_id_is_accepted_with_one_warning(capsys, caplog, tokenizer_dir, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = dry_run(capsys, REPO / 'yamls' / 'finetune' / 'mpt-tiny-chat-cpu.yaml',
+                           [f'variables.tokenizer={tokenizer_dir}', f'variables.data_dir={SHIPPED / "chat"}',
+                            'model.attn_config.attn_uses_sequence_id=false'])
+    assert code == 0, err
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING' and 'packing' in r.getMessage()]
+    assert warnings == ["train_loader.dataset.packing_ratio='auto' packs several examples per row, but "
+                        'model.attn_config.attn_uses_sequence_id is false, so packed examples attend to each other '
+                        '(llm-foundry trains this way too); set model.attn_config.attn_uses_sequence_id: true to '
+                        'keep them apart']
+
+
+@pytest.mark.parametrize('yaml', FINETUNE_RECIPES, ids=[path.name for path in FINETUNE_RECIPES])
+def test_our_finetuning_recipes_pass_a_dry_run(yaml, capsys, mds, tokenizer_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    overrides = [f'variables.data_local={mds}', f'tokenizer.name={tokenizer_dir}', 'variables.load_path=null',
+                 'global_train_batch_size=1', 'device_train_microbatch_size=1', *RECIPE_DATA[yaml.name]]
+    code, out, err = dry_run(capsys, yaml, overrides)
+    assert code == 0, err
+    assert f'at max_seq_len {OmegaConf.load(yaml).variables.max_seq_len}' in out
     assert out.splitlines()[-1] == 'dry run OK: nothing was trained or written.'
 
 

@@ -122,3 +122,40 @@ def test_model_builds_on_meta_with_the_counted_parameters(size: str) -> None:
     params = list(model.parameters())
     assert all(p.device == torch.device('meta') for p in params)
     assert sum(p.numel() for p in params) == SIZES[size][3] == count_parameters(model)
+
+
+FINETUNE = REPO / 'yamls' / 'finetune'
+# recipe -> (its CPU twin, attention settings it adds to the released architecture)
+RECIPES = {
+    'mpt-7b-instruct': ('mpt-tiny-instruct-cpu', {'attn_impl': 'flash', 'attn_uses_sequence_id': True}),
+    'mpt-7b-chat': ('mpt-tiny-chat-cpu', {'attn_impl': 'flash', 'attn_uses_sequence_id': True}),
+    'mpt-7b-storywriter': ('mpt-tiny-storywriter-cpu', {'attn_impl': 'flex'}),
+}
+ARCHITECTURE = ('d_model', 'n_heads', 'n_layers', 'expansion_ratio', 'vocab_size', 'no_bias')
+
+
+def _finetune(name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(FINETUNE / f'{name}.yaml'), resolve=True)
+
+
+@pytest.mark.parametrize('recipe', RECIPES)
+def test_finetuning_recipes_start_from_mpt_7b_and_their_twins_from_the_tiny_pretraining_model(recipe: str) -> None:
+    """The recipe loads MPT-7B's weights (the pretraining YAML's architecture); its twin has the same sections and
+    the tiny CPU model's architecture, so the tiny pretraining run's checkpoint (the quickstart's) loads into it."""
+    cfg, (twin_name, attn) = _finetune(recipe), RECIPES[recipe]
+    twin, pretrain_7b, pretrain_tiny = _finetune(twin_name), _load('7b')['model'], _load('tiny-cpu')['model']
+    assert {k: cfg['model'][k] for k in ARCHITECTURE} == {k: pretrain_7b[k] for k in ARCHITECTURE}
+    assert cfg['model']['attn_config'] == {'alibi': True, **attn}
+    assert cfg['load_path'] == './mpt-7b-checkpoint' and cfg['load_weights_only'] is True
+    assert {k: twin['model'][k] for k in ARCHITECTURE} == {k: pretrain_tiny[k] for k in ARCHITECTURE}
+    assert twin['model']['attn_config']['alibi'] is True
+    assert twin['train_loader']['name'] == cfg['train_loader']['name']
+    assert set(twin['train_loader']['dataset']) >= set(cfg['train_loader']['dataset']) - {'hf_kwargs'}
+    assert twin['load_weights_only'] is True
+
+
+def test_storywriter_recipe_trains_at_65k_on_8_gpus_with_one_sequence_each() -> None:
+    cfg = _finetune('mpt-7b-storywriter')
+    assert cfg['max_seq_len'] == cfg['model']['max_seq_len'] == cfg['train_loader']['dataset']['max_seq_len'] == 65536
+    assert cfg['global_train_batch_size'] == 8 and cfg['device_train_microbatch_size'] == 1
+    assert cfg['fsdp_config']['sharding_strategy'] == 'FULL_SHARD' and cfg['fsdp_config']['activation_checkpointing']

@@ -8,6 +8,7 @@
     packing.py        packing several examples per row; packing_ratio 'auto'
     sources.py        loading raw examples (datasets: local files or folders) and tokenising them once
     mds.py            reading llm-foundry's finetuning MDS layout with mosaicml-streaming
-    loader.py         build_finetuning_dataloader and check_packing_model
+    preflight.py      checks before anything is built: local data files, packing without sequence_id
+    loader.py         build_finetuning_dataloader
     inspect.py        `llmfoundry data-prep inspect`: the masks of the first examples
 """

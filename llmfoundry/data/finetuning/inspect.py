@@ -1,6 +1,7 @@
-"""`llmfoundry data-prep inspect TRAIN_YAML [--num-examples N] [--jsonl OUT]`: how the train loader's first
-examples are tokenised and masked, before packing. Loss-bearing tokens are shown [[in brackets]] (green on a
-terminal); --jsonl writes {"input_ids": [...], "labels": [...]} per example.
+"""`llmfoundry data-prep inspect TRAIN_YAML [key=value ...] [--num-examples N] [--jsonl OUT]`: how the train
+loader's first examples are tokenised and masked, before packing. Loss-bearing tokens are shown [[in brackets]]
+(green on a terminal); --jsonl writes {"input_ids": [...], "labels": [...]} per example. Torch, transformers and
+omegaconf are imported once the flags are parsed, so --help answers at once.
 """
 
 from __future__ import annotations
@@ -8,16 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TextIO
-
-from omegaconf import OmegaConf
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any, TextIO
 
 from llmfoundry.config.validation import ConfigError
-from llmfoundry.data.collate import IGNORE_INDEX
-from llmfoundry.data.config_keys import to_plain
-from llmfoundry.data.finetuning.collate import Row
 from llmfoundry.data.finetuning.formats import FinetuningDataError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from llmfoundry.data.finetuning.collate import Row
 
 PROG = 'llmfoundry data-prep inspect'
 GREEN, RESET = '\033[32m', '\033[0m'
@@ -25,6 +25,8 @@ GREEN, RESET = '\033[32m', '\033[0m'
 
 def render(row: Row, tokenizer: PreTrainedTokenizerBase, color: bool) -> str:
     """The example's text with each run of loss-bearing tokens marked."""
+    from llmfoundry.data.collate import IGNORE_INDEX
+
     input_ids, labels = row
     pieces, start = [], 0
     while start < len(input_ids):
@@ -59,6 +61,9 @@ def first_rows(config: dict[str, Any], count: int) -> tuple[PreTrainedTokenizerB
 
 
 def write(rows: list[Row], tokenizer: PreTrainedTokenizerBase, out: TextIO, color: bool) -> None:
+    """Each row's header (tokens, tokens with loss) and its rendered text."""
+    from llmfoundry.data.collate import IGNORE_INDEX
+
     for index, row in enumerate(rows):
         targets = sum(label != IGNORE_INDEX for label in row[1])
         out.write(f'--- example {index}: {len(row[0])} tokens, {targets} with loss ---\n')
@@ -68,11 +73,14 @@ def write(rows: list[Row], tokenizer: PreTrainedTokenizerBase, out: TextIO, colo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n')[0])
     parser.add_argument('train_yaml')
+    parser.add_argument('overrides', nargs='*', metavar='key=value', help='overrides, as `llmfoundry train` takes')
     parser.add_argument('--num-examples', type=int, default=5)
     parser.add_argument('--jsonl', default=None, help='write {"input_ids", "labels"} per example here')
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from llmfoundry.config.loading import load_yaml
+
     try:
-        config = to_plain(OmegaConf.load(args.train_yaml))
+        config = load_yaml(args.train_yaml, args.overrides)
         tokenizer, rows = first_rows(config, args.num_examples)
     except (OSError, ConfigError, FinetuningDataError, ValueError) as err:
         print(f'{PROG}: error: {err}', file=sys.stderr)

@@ -25,9 +25,10 @@ from llmfoundry.data.finetuning.masking import MaskPolicy
 from llmfoundry.data.finetuning.mds import StreamingFinetuningDataset
 from llmfoundry.data.finetuning.memory_loader import EpochSampler, ResumableLoader
 from llmfoundry.data.finetuning.packing import Packer, auto_packing_ratio, profile_size
+from llmfoundry.data.finetuning.preflight import check_finetuning_data
 from llmfoundry.data.finetuning.sources import describe, load_raw, masked_rows
 from llmfoundry.data.shm import clean_stale_streaming_shm
-from llmfoundry.data.text_loader import LOADER_KEYS, STREAMING_KEYS, _build_streams, _with_local, check_local_data
+from llmfoundry.data.text_loader import LOADER_KEYS, STREAMING_KEYS, build_streams, with_local
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ def build_finetuning_dataloader(
     leftovers = dataset_cfg.get('max_leftover_bins_to_keep')
     want_sizes = profile_size(max_seq_len, device_batch_size) if packing == 'auto' else 0
 
+    check_finetuning_data(cfg, section, getattr(tokenizer, 'name_or_path', None) or 'YOUR_TOKENIZER')
     if is_mds:
-        check_local_data(cfg, section, getattr(tokenizer, 'name_or_path', None) or 'YOUR_TOKENIZER')
         dataset: Any = _mds_dataset(dataset_cfg, tokenizer, policy, device_batch_size, key)
         sizes = [len(dataset[i][0]) for i in range(min(want_sizes, dataset.num_samples))]
     else:
@@ -146,24 +147,12 @@ def _memory_rows(cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase, policy
 def _mds_dataset(cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase, policy: MaskPolicy, batch_size: int,
                  key: str) -> StreamingFinetuningDataset:
     streaming = {k: v for k, v in cfg.items() if k in STREAMING_KEYS and k != 'replication'}
-    streams = _build_streams(cfg['streams'], cfg.get('split'), f'{key}.streams') if cfg.get('streams') else None
+    streams = build_streams(cfg['streams'], cfg.get('split'), f'{key}.streams') if cfg.get('streams') else None
     storage.sync_s3_endpoint_env()
     clean_stale_streaming_shm()  # a run killed earlier may have left shared memory that would fail this one
     return StreamingFinetuningDataset(
         tokenizer=tokenizer, policy=policy, max_seq_len=int(cfg['max_seq_len']),
         token_encoding_type=cfg.get('token_encoding_type', 'int64'), streams=streams, batch_size=batch_size,
-        **_with_local(streaming, cfg.get('split')),
+        **with_local(streaming, cfg.get('split')),
     )  # fmt: skip
 
-
-def check_packing_model(loader_cfg: dict[str, Any], model_cfg: dict[str, Any]) -> None:
-    """ValueError when a packing loader feeds an MPT model that lets packed examples attend to each other."""
-    dataset = dict(to_plain(loader_cfg)).get('dataset') or {}
-    model = dict(to_plain(model_cfg) or {})
-    if dataset.get('packing_ratio') in (None, 1) or model.get('name') != 'mpt_causal_lm':
-        return
-    if not (model.get('attn_config') or {}).get('attn_uses_sequence_id', False):
-        raise ValueError(
-            f"train_loader.dataset.packing_ratio={dataset['packing_ratio']!r} packs several examples per row, but "
-            'the MPT model ignores sequence_id, so packed examples would attend to each other: set '
-            'model.attn_config.attn_uses_sequence_id: true (or remove packing_ratio)')

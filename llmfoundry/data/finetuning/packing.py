@@ -89,13 +89,14 @@ def profile_size(max_seq_len: int, device_batch_size: int) -> int:
 
 def waste_at(ratio: float, sizes: Sequence[int], max_seq_len: int, device_batch_size: int,
              max_leftover_bins: int | None) -> float | None:
-    """The waste of packing `sizes` in order at `ratio`; None when not even one full batch is there."""
+    """The waste of packing `sizes` in order at `ratio`; None when not even one full batch is there (so a ratio
+    needing more examples per batch than the dataset holds is never picked)."""
     raw = int(ratio * device_batch_size)
     packer: Packer[int] = Packer(device_batch_size, max_seq_len, max_leftover_bins)
     batches = 0
     for start in range(0, len(sizes), raw):
         chunk = sizes[start:start + raw]
-        if len(chunk) < device_batch_size:
+        if len(chunk) < raw:
             continue
         packer.pack(chunk, chunk)
         batches += 1

@@ -4,6 +4,8 @@
     convert_dataset_json  JSON Lines files      -> out_root
     convert_text_to_mds   a folder of .txt      -> output_folder (parallel groups, restartable;
                                                    --concat_tokens and --tokenizer are required)
+    convert_finetuning_dataset  prompt/response or chat data -> out_root/<split> (llm-foundry's finetuning MDS)
+    inspect TRAIN_YAML    how the finetuning train_loader tokenises and masks its first examples
 
 Dashes work too (convert-dataset-hf). Exit status: 0 done, 1 bad input/output, 2 bad flags, 130 Ctrl-C.
 """
@@ -11,6 +13,7 @@ Dashes work too (convert-dataset-hf). Exit status: 0 done, 1 bad input/output, 2
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -18,7 +21,12 @@ import sys
 from llmfoundry.data.errors import DataError
 from llmfoundry.storage import StorageError, check_supported
 
-COMMANDS = ('convert_dataset_hf', 'convert_dataset_json', 'convert_text_to_mds')
+# Commands with their own module and `main(argv)` (and their own flags and exit statuses).
+OWN_MODULES = {
+    'convert_finetuning_dataset': 'llmfoundry.data.prep.finetuning',
+    'inspect': 'llmfoundry.data.finetuning.inspect',
+}
+COMMANDS = ('convert_dataset_hf', 'convert_dataset_json', 'convert_text_to_mds', *OWN_MODULES)
 OUTPUT_HELP = 'local folder or object-storage URL (s3://, gs://, oci://, azure://, hf://, dbfs:/, ...)'
 
 
@@ -170,6 +178,8 @@ def main(argv: list[str]) -> int:
     if command not in COMMANDS:
         print(f"llmfoundry data-prep: unknown command '{argv[0]}'\n{_usage()}", file=sys.stderr)
         return 2
+    if command in OWN_MODULES:
+        return int(importlib.import_module(OWN_MODULES[command]).main(argv[1:]) or 0)
     args = _parser(command).parse_args(argv[1:])
     try:
         _run(command, args)

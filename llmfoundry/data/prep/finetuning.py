@@ -5,6 +5,7 @@ is `turns` (json: [{input_ids: prompt ids, labels: response ids}, ...]) and exam
 --max_seq_len under --target_prompts/--target_responses are dropped (counted in one warning); without it the
 formatted text is written (`prompt`/`response` strings, or `messages` json). The finetuning loader reads either.
 Each split is written atomically (llmfoundry.data.prep.output). Exit status: 0 done, 1 bad input, 2 bad flags.
+Torch and streaming are imported once the flags are parsed, so --help answers at once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmfoundry import storage
 from llmfoundry.config.validation import ConfigError
@@ -25,9 +26,9 @@ from llmfoundry.data.finetuning.formats import (
     prompt_response,
     resolve_preprocessor,
 )
-from llmfoundry.data.finetuning.masking import MaskPolicy, masked_row
-from llmfoundry.data.finetuning.sources import iter_turns
-from llmfoundry.data.prep.output import MDSOutput
+
+if TYPE_CHECKING:
+    from llmfoundry.data.finetuning.masking import MaskPolicy
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,10 @@ def _source(args: argparse.Namespace, split: str, data_file: str | None) -> str:
 def convert_split(args: argparse.Namespace, split: str, data_file: str | None, tokenizer: Any, policy: MaskPolicy,
                   dest: str) -> tuple[int, int]:
     """Write one split to `dest`; (examples written, examples dropped)."""
+    from llmfoundry.data.finetuning.masking import masked_row
+    from llmfoundry.data.finetuning.sources import iter_turns
+    from llmfoundry.data.prep.output import MDSOutput
+
     preprocess = _preprocessor(args)
     source = _source(args, split, data_file)
     data = _load_split(args, split, data_file)
@@ -127,6 +132,8 @@ def convert_split(args: argparse.Namespace, split: str, data_file: str | None, t
 
 
 def run(args: argparse.Namespace) -> None:
+    from llmfoundry.data.finetuning.masking import MaskPolicy
+
     if args.encoder_decoder:
         raise DataError('--encoder_decoder: encoder-decoder data is not built here (decoder-only only)')
     policy = MaskPolicy.from_config(args.target_prompts, args.target_responses, 'flags')

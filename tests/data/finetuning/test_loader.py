@@ -9,8 +9,9 @@ import pytest
 
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.data.finetuning.formats import FinetuningDataError
-from llmfoundry.data.finetuning.loader import build_finetuning_dataloader, check_packing_model
+from llmfoundry.data.finetuning.loader import build_finetuning_dataloader
 from llmfoundry.data.finetuning.packing import auto_packing_ratio
+from llmfoundry.data.finetuning.preflight import check_finetuning_data, check_packing_model
 
 N = -100
 
@@ -74,6 +75,8 @@ def test_auto_packing_stops_at_first_waste():
     assert auto_packing_ratio([60] * 4000, 300, 1) == 3.0
     assert auto_packing_ratio([150] * 4000, 300, 1) == 2.1  # int(2.1 * 1) = 2 rows per batch; 3 would waste
     assert auto_packing_ratio([10] * 10, 100, 1) == 1.0  # too short to pack
+    # 30 short examples could all share one row, but a ratio needing more examples than that is never picked
+    assert auto_packing_ratio([10] * 30, 2048, 1) == 20.5  # the largest candidate with a full batch of <= 30
 
 
 @pytest.mark.parametrize(('examples', 'match'), [
@@ -116,9 +119,39 @@ def test_config_errors(tmp_path, tok):
                                                  'decoder_only_format': True}}, tok, 1)
 
 
-def test_check_packing_model():
+def test_packing_without_sequence_id_is_one_warning_that_says_what_to_set(caplog):
     loader = {'dataset': {'packing_ratio': 'auto'}}
-    with pytest.raises(ValueError, match='model.attn_config.attn_uses_sequence_id: true'):
-        check_packing_model(loader, {'name': 'mpt_causal_lm', 'attn_config': {'attn_impl': 'torch'}})
-    check_packing_model(loader, {'name': 'mpt_causal_lm', 'attn_config': {'attn_uses_sequence_id': True}})
-    check_packing_model({'dataset': {}}, {'name': 'mpt_causal_lm'})
+    with caplog.at_level(logging.WARNING):
+        check_packing_model(loader, {'name': 'mpt_causal_lm', 'attn_config': {'attn_impl': 'torch'}}, 'eval_loader')
+        check_packing_model(loader, {'name': 'mpt_causal_lm', 'attn_config': {'attn_uses_sequence_id': True}})
+        check_packing_model({'dataset': {}}, {'name': 'mpt_causal_lm'})
+        check_packing_model(loader, {'name': 'hf_causal_lm'})
+    assert [r.message for r in caplog.records] == [
+        "eval_loader.dataset.packing_ratio='auto' packs several examples per row, but "
+        'model.attn_config.attn_uses_sequence_id is false, so packed examples attend to each other (llm-foundry '
+        'trains this way too); set model.attn_config.attn_uses_sequence_id: true to keep them apart']
+
+
+def test_missing_local_data_is_a_config_error_naming_the_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'data').mkdir()
+    (tmp_path / 'data' / 'train.jsonl').write_text('{}\n')
+    hf = {'hf_name': 'json', 'split': 'train'}
+    check_finetuning_data({'dataset': {**hf, 'hf_kwargs': {'data_files': {'train': 'data/*.jsonl'}}}}, 'train_loader')
+    check_finetuning_data({'dataset': {**hf, 'hf_kwargs': {'data_dir': 'data', 'data_files': 'train.jsonl'}}}, 'x')
+    check_finetuning_data({'dataset': {'hf_name': 'mosaicml/dolly_hhrlhf', 'split': 'train'}}, 'x')  # on the hub
+    cases = [({**hf, 'hf_kwargs': {'data_files': ['data/train.jsonl', 'data/test.jsonl']}},
+              "train_loader.dataset.hf_kwargs.data_files[1]='data/test.jsonl': no such file"),
+             ({**hf, 'hf_kwargs': {'data_dir': 'data', 'data_files': {'test': 'test.jsonl'}}},
+              "train_loader.dataset.hf_kwargs.data_files.test='test.jsonl': no such file under ./data"),
+             ({**hf, 'hf_kwargs': {'data_dir': 'nowhere'}},
+              "train_loader.dataset.hf_kwargs.data_dir='nowhere': ./nowhere is not a folder"),
+             ({'hf_name': './my-data', 'split': 'train'}, "train_loader.dataset.hf_name='./my-data' does not exist"),
+             ({'local': 'mds', 'split': 'train'}, "train_loader.dataset.local='mds' does not exist and "
+              'train_loader.dataset.remote is not set; create the shards with: llmfoundry data-prep '
+              'convert_finetuning_dataset --dataset json --data_files YOUR_FILE.jsonl --splits train --out_root mds '
+              '--tokenizer tok --max_seq_len 2048')]
+    for dataset, message in cases:
+        with pytest.raises(ConfigError) as error:
+            check_finetuning_data({'dataset': dataset}, 'train_loader', 'tok')
+        assert str(error.value).startswith(message), str(error.value)
