@@ -20,7 +20,7 @@ def _not_yet(key: str, feature: str) -> str:
     return f'{key} is not supported yet ({feature} is not built); remove it (or set it to null) for now.'
 
 
-# dotted key path -> the error when it is set
+# top-level key -> the error when it is set
 NOT_BUILT: dict[str, str] = {
     'models': ('this looks like an llm-foundry evaluation YAML (it lists `models:`), and evaluation is not built '
                'yet: `llmfoundry train` needs a training YAML (model:, train_loader:, optimizer:, ...).'),
@@ -46,9 +46,8 @@ def check_not_built(config: dict[str, Any]) -> None:
     model = config.get('model')
     if isinstance(model, dict):
         check_not_moe(model)
-    for path, message in NOT_BUILT.items():
-        parent, key = _parent(config, path)
-        if parent is not None and parent.get(key) is not None:
+    for key, message in NOT_BUILT.items():
+        if config.get(key) is not None:
             raise ConfigError(message)
 
 
@@ -87,25 +86,4 @@ def _hf_model_type(name: str) -> str | None:
 
 def without_unset(config: dict[str, Any]) -> dict[str, Any]:
     """`config` without the not-built keys that are present but null (the schema does not know them)."""
-    for path in NOT_BUILT:
-        config = _drop_null(config, path.split('.'))
-    return config
-
-
-def _drop_null(node: dict[str, Any], parts: list[str]) -> dict[str, Any]:
-    """A copy of `node` without the null entry at `parts` (unchanged when there is none)."""
-    head, rest = parts[0], parts[1:]
-    if not rest:
-        return {k: v for k, v in node.items() if not (k == head and v is None)}
-    child = node.get(head)
-    return {**node, head: _drop_null(child, rest)} if isinstance(child, dict) else node
-
-
-def _parent(config: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, str]:
-    """The mapping that holds the last part of dotted `path` (None when a section on the way is missing)."""
-    *sections, key = path.split('.')
-    node: Any = config
-    for section in sections:
-        node = node.get(section) if isinstance(node, dict) else None
-    return (node if isinstance(node, dict) else None), key
-
+    return {key: value for key, value in config.items() if not (key in NOT_BUILT and value is None)}

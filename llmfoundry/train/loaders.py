@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from llmfoundry.config.schema import TrainConfig
+from llmfoundry.config.validation import ConfigError
+from llmfoundry.data.errors import DataError
 from llmfoundry.registry import dataloaders
 
 
@@ -27,4 +29,7 @@ def loader_sections(config: TrainConfig) -> list[tuple[str, dict[str, Any]]]:
 def build_loader(section: dict[str, Any], tokenizer: Any, batch_size: int, path: str) -> Any:
     """The registered loader `section['name']` names (default 'text'); `path` names the section in errors."""
     _, builder = dataloaders.get_named(section, path, default='text')
-    return builder(dict(section), tokenizer, batch_size, path)
+    try:
+        return builder(dict(section), tokenizer, batch_size, path)
+    except DataError as error:  # bad data found while building (e.g. finetuning examples): one line, exit 2
+        raise ConfigError(f'{path}: {error}') from error

@@ -211,16 +211,24 @@ def test_our_finetuning_recipes_pass_a_dry_run(yaml, capsys, mds, tokenizer_dir,
     assert out.splitlines()[-1] == 'dry run OK: nothing was trained or written.'
 
 
+# Hugging Face shapes that train for two batches on 2 ranks: the pretraining ones and one finetuning (SFT) one.
+HF_TRAINED = ('pretrain-gpt2-small.yaml', 'pretrain-llama.yaml', 'finetune-mistral-domain-adapt.yaml',
+              'finetune-llama-3-8b-dolly-sft.yaml')
+SEQ_LEN = {'finetune-llama-3-8b-dolly-sft.yaml': 128}  # the shipped instructions need more than 64 tokens each
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize('name', [name for name, (folder, refusal) in CASES.items() if folder and refusal is None])
+@pytest.mark.parametrize('name', HF_TRAINED)
 def test_hugging_face_shapes_train_on_two_ranks_under_fsdp(name, mds, tokenizer_dir, hf_folders, tmp_path):
     """Two batches on 2 gloo ranks with the YAML's fsdp_config: the sharding plan is logged (verbose), and the run
     ends with one evaluation (its eval_interval is longer than the run)."""
     folder = CASES[name][0]
     command = [sys.executable, '-m', 'llmfoundry.cli', 'train', str(FIXTURES / name), '--nproc', '2',
                f'variables.data_local={mds}', f'tokenizer.name={tokenizer_dir}', f'variables.model_name_or_path='
-               f'{hf_folders[folder]}', *SMALL_BATCH, 'max_duration=2ba', 'eval_subset_num_batches=1',
-               'precision=fp32', 'fsdp_config.verbose=true', 'variables.max_seq_len=64', 'callbacks=null',
+               f'{hf_folders[folder]}', *SMALL_BATCH, *FINETUNING_DATA.get(name, []), 'max_duration=2ba',
+               'eval_subset_num_batches=1',
+               'precision=fp32', 'fsdp_config.verbose=true', f'variables.max_seq_len={SEQ_LEN.get(name, 64)}',
+               'callbacks=null',
                'train_loader.num_workers=0', 'eval_loader.num_workers=0', 'run_name=hf-fsdp',
                f'save_folder={tmp_path}/checkpoints']
     result = subprocess.run(command, cwd=tmp_path, env={**os.environ, 'PYTHONUNBUFFERED': '1'}, capture_output=True,

@@ -71,3 +71,21 @@ def test_storywriter_twin_trains_at_512_and_evaluates_and_generates_at_4096(stor
     with torch.no_grad():
         out = model.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=True)
     assert out.shape == (1, 4008) and torch.equal(out[:, :4000], prompt)
+
+
+def test_bad_finetuning_data_is_one_line_naming_the_example_before_training(tokenizer_dir, tmp_path, monkeypatch,
+                                                                           capsys):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / 'data'
+    data.mkdir()
+    rows = [{'prompt': 'Name a colour.', 'response': 'Blue.'}, {'prompt': 'Name a fruit.', 'answer': 'A pear.'}]
+    for split in ('train', 'test'):
+        (data / f'{split}.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
+    code = train([str(FINETUNE / 'mpt-tiny-instruct-cpu.yaml'), f'variables.tokenizer={tokenizer_dir}',
+                  f'variables.data_dir={data}', f'save_folder={tmp_path / "run"}'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith('Config error: train_loader: ')
+    assert f"'json' split 'train' (files: {data}) example 1: unknown example format with keys ['answer', 'prompt']" \
+        in err[-1], err[-1]
+    assert not (tmp_path / 'run' / 'metrics.jsonl').exists()  # nothing trained

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from llmfoundry.config.validation import ConfigError
+from llmfoundry.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ ExampleType = Literal['prompt_response', 'chat']
 Preprocessor = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-class FinetuningDataError(ValueError):
+class FinetuningDataError(DataError, ValueError):
     """A finetuning example that cannot be used; the message names the source and the example index."""
 
 
