@@ -215,17 +215,21 @@ def test_our_finetuning_recipes_pass_a_dry_run(yaml, capsys, mds, tokenizer_dir,
 HF_TRAINED = ('pretrain-gpt2-small.yaml', 'pretrain-llama.yaml', 'finetune-mistral-domain-adapt.yaml',
               'finetune-llama-3-8b-dolly-sft.yaml')
 SEQ_LEN = {'finetune-llama-3-8b-dolly-sft.yaml': 128}  # the shipped instructions need more than 64 tokens each
+# The SFT shape runs long enough, without the recipe's 100-batch warmup, to see its loss fall.
+BATCHES = {'finetune-llama-3-8b-dolly-sft.yaml': 8}
+FAST_LEARNING = ['scheduler.t_warmup=0ba', 'optimizer.lr=0.01']
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', HF_TRAINED)
 def test_hugging_face_shapes_train_on_two_ranks_under_fsdp(name, mds, tokenizer_dir, hf_folders, tmp_path):
-    """Two batches on 2 gloo ranks with the YAML's fsdp_config: the sharding plan is logged (verbose), and the run
-    ends with one evaluation (its eval_interval is longer than the run)."""
-    folder = CASES[name][0]
+    """Two batches (the SFT shape: eight, and its loss falls) on 2 gloo ranks with the YAML's fsdp_config: the
+    sharding plan is logged (verbose), and the run ends with an evaluation."""
+    folder, batches = CASES[name][0], BATCHES.get(name, 2)
     command = [sys.executable, '-m', 'llmfoundry.cli', 'train', str(FIXTURES / name), '--nproc', '2',
                f'variables.data_local={mds}', f'tokenizer.name={tokenizer_dir}', f'variables.model_name_or_path='
-               f'{hf_folders[folder]}', *SMALL_BATCH, *FINETUNING_DATA.get(name, []), 'max_duration=2ba',
+               f'{hf_folders[folder]}', *SMALL_BATCH, *FINETUNING_DATA.get(name, []), f'max_duration={batches}ba',
+               *(FAST_LEARNING if batches > 2 else []),
                'eval_subset_num_batches=1',
                'precision=fp32', 'fsdp_config.verbose=true', f'variables.max_seq_len={SEQ_LEN.get(name, 64)}',
                'callbacks=null',
@@ -239,5 +243,8 @@ def test_hugging_face_shapes_train_on_two_ranks_under_fsdp(name, mds, tokenizer_
     run_folder = tmp_path / 'checkpoints'
     records = [json.loads(line) for line in (run_folder / 'metrics.jsonl').read_text().splitlines()]
     evaluated = [record['batch'] for record in records if 'metrics/eval/LanguageCrossEntropy' in record]
-    assert evaluated == [2]
+    assert evaluated[-1] == batches and len(evaluated) == len(set(evaluated))  # at the end, never twice
     assert list(run_folder.glob('*/.complete'))  # the checkpoint at the end of training
+    if batches > 2:
+        losses = [record['loss/train/total'] for record in records if 'loss/train/total' in record]
+        assert len(losses) == batches and sum(losses[-2:]) < sum(losses[:2]) - 0.5, losses
