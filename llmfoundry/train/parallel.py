@@ -32,7 +32,9 @@ optimizer state are always float32.
            keep_low_precision_grads have no FSDP2 equivalent and are ignored with a warning.
 
 FSDP1 knobs: forward_prefetch: true -> each block prefetches the next block's all-gather in forward
-(`set_modules_to_forward_prefetch`). limit_all_gathers, backward_prefetch, use_orig_params and sync_module_states
+(`set_modules_to_forward_prefetch`); under device_train_microbatch_size: auto the trainer turns forward and
+backward prefetch off, so an out-of-memory error on one rank cannot leave another in a prefetched all-gather
+(train/microbatch.py). limit_all_gathers, backward_prefetch, use_orig_params and sync_module_states
 have no FSDP2 equivalent (FSDP2 bounds in-flight all-gathers itself, prefetches one block in backward, always
 exposes the original parameters, and every rank initialises identically): a non-default value logs one warning
 each. state_dict_type is read by the checkpoint code, not here. cpu_offload -> `CPUOffloadPolicy` (parameters,

@@ -39,8 +39,8 @@ from .fault_injection import inject_faults, poison_loss
 from .metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
 from .microbatch import (
     MicrobatchOutOfMemory,
+    OutOfMemoryAgreement,
     agreed_optimizer_step,
-    agreed_out_of_memory,
     halved,
     simulate_out_of_memory,
 )
@@ -106,6 +106,10 @@ class Trainer:
         self.scaler = self._grad_scaler()
         self.train_metrics = [LanguageCrossEntropy(), LanguagePerplexity(), TokenAccuracy()]
         self.auto_microbatch = config.device_train_microbatch_size == 'auto'  # halves on out of memory
+        self.out_of_memory = OutOfMemoryAgreement(self.auto_microbatch, module, self.dist.rank, self.dist.device)
+        if self.out_of_memory.units and config.fsdp_config and config.fsdp_config.forward_prefetch:
+            log.warning('fsdp_config.forward_prefetch is off under device_train_microbatch_size: auto (a prefetched '
+                        'all-gather could hang the ranks when one runs out of memory; microbatch.py).')
         self.takes_sequence_id = 'sequence_id' in inspect.signature(state.model.forward).parameters
 
     def _grad_scaler(self) -> torch.amp.GradScaler | None:
@@ -193,7 +197,7 @@ class Trainer:
         microbatches = split_microbatches(batch, state.microbatch_size)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for index, micro in enumerate(microbatches):
-            with (agreed_out_of_memory(self.auto_microbatch, device),
+            with (self.out_of_memory.microbatch(state.timestamp.batch + 1),
                   self._gradient_sync(last=index == len(microbatches) - 1)):
                 logits = self._forward(self.module, micro)
                 summed = poison_loss(token_losses_sum(logits, micro['labels']), state.timestamp.batch + 1)

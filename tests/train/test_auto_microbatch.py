@@ -1,7 +1,8 @@
 """device_train_microbatch_size: auto: an out-of-memory error (simulated: LLMFOUNDRY_OOM_ABOVE_MICROBATCH) on one rank
-halves the microbatch on every rank, the batch is retried without the failed attempt's gradients, and the run then
-equals one with the final microbatch size fixed. One in the optimizer step is retried only if no rank's step had
-written anything; otherwise every rank stops with the same error."""
+halves the microbatch on every rank (also when it is raised inside one rank's sharded forward or backward, while the
+other rank is still in the pass's collectives), the batch is retried without the failed attempt's gradients, and the
+run then equals one with the final microbatch size fixed. One in the optimizer step is retried only if no rank's step
+had written anything; otherwise every rank stops with the same error."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from test_trainer_step import batches, make_trainer
 from llmfoundry.config.schema import FSDPConfig
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.interfaces import Callback
-from llmfoundry.train.microbatch import SIMULATE_ENV
+from llmfoundry.train.microbatch import INSIDE_ENV, SIMULATE_ENV
+from llmfoundry.train.parallel import find_blocks
 
 
 class Losses(Callback):
@@ -115,6 +117,61 @@ def test_an_out_of_memory_on_one_rank_halves_on_every_rank(tmp_path):
     results = collect_from_ranks(_train_on_rank, 2, tmp_path, timeout=90)
     assert results[(0, 'auto')][1] == results[(1, 'auto')][1] == [1, 1, 1]
     assert results[(0, 'auto')][0] == results[(1, 'auto')][0] == results[(0, 'fixed')][0]
+
+
+def _out_of_memory_inside_a_block(rank: int, world_size: int, run_folder, where: str, results) -> None:
+    data = [{k: v[rank * 2:rank * 2 + 2] for k, v in batch.items()} for batch in batches(2)]
+    os.environ[INSIDE_ENV] = where
+    for label, microbatch in (('auto', 'auto'), ('fixed', 1)):
+        os.environ[SIMULATE_ENV] = '1:1' if label == 'auto' else ''  # rank 1 only, above 1 row
+        recorder = Losses()
+        make_trainer(run_folder / label, data, microbatch, [recorder], rank=rank, world_size=world_size,
+                     max_duration='2ba', fsdp=FSDPConfig(sharding_strategy='FULL_SHARD')).fit()
+        results[(rank, label)] = (recorder.losses, recorder.microbatches)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('where', ['transformer.blocks.1:forward', 'transformer.blocks.0:backward',
+                                   'transformer.wte:backward'])  # the last: before the root's gradient reduction
+def test_an_out_of_memory_inside_one_ranks_sharded_pass_halves_on_every_rank(tmp_path, where):
+    """Without the agreement inside the pass, rank 0 waits in block 1's all-gather for rank 1 until the deadline
+    fails the test, or (backward) gloo stops on a collective mismatch."""
+    results = collect_from_ranks(_out_of_memory_inside_a_block, 2, tmp_path, where, timeout=60)
+    assert results[(0, 'auto')][1] == results[(1, 'auto')][1] == [1, 1]
+    assert results[(0, 'auto')][0] == results[(1, 'auto')][0] == results[(0, 'fixed')][0]
+
+
+def fail_at_4_rows_then_in_the_2nd_microbatch_of_2(block: torch.nn.Module) -> None:
+    """block's forward runs out of memory (simulated) at 4 rows, then once in the 2nd microbatch of 2 rows, after
+    the 1st accumulated its gradients unsharded (FSDP reduces only in the last microbatch)."""
+    rows_seen: list[int] = []
+
+    def fail(module, args) -> None:
+        rows_seen.append(args[0].shape[0])
+        if rows_seen[-1] > 2 or rows_seen == [4, 2, 2]:
+            raise torch.OutOfMemoryError('simulated')
+    block.register_forward_pre_hook(fail)
+
+
+def _out_of_memory_in_a_later_microbatch(rank: int, world_size: int, run_folder, results) -> None:
+    data = [{k: v[rank * 4:rank * 4 + 4] for k, v in batch.items()} for batch in batches(2, rows=8)]
+    for label, microbatch in (('auto', 'auto'), ('fixed', 1)):
+        recorder = Losses()
+        trainer = make_trainer(run_folder / label, data, microbatch, [recorder], rank=rank, world_size=world_size,
+                               max_duration='2ba', global_train_batch_size=8,
+                               fsdp=FSDPConfig(sharding_strategy='FULL_SHARD'))
+        if microbatch == 'auto':
+            trainer.state.microbatch_size = 4  # the device batch, as setup.py starts auto
+            if rank == 1:
+                fail_at_4_rows_then_in_the_2nd_microbatch_of_2(find_blocks(trainer.state.model)[1])
+        trainer.fit()
+        results[(rank, label)] = recorder.losses
+
+
+@pytest.mark.slow
+def test_a_retry_drops_the_gradients_fsdp_accumulated_in_the_failed_attempt(tmp_path):
+    results = collect_from_ranks(_out_of_memory_in_a_later_microbatch, 2, tmp_path, timeout=60)
+    assert results[(0, 'auto')] == results[(1, 'auto')] == results[(0, 'fixed')]
 
 
 def _step_out_of_memory_on_rank_1(rank: int, world_size: int, run_folder, results) -> None:
