@@ -24,6 +24,7 @@ import logging
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -90,6 +91,13 @@ def _fill(param: torch.Tensor, full: torch.Tensor) -> None:
     local.copy_(full[local_slices(param)].to(device=local.device, dtype=local.dtype))
 
 
+def _fill_checked(param: torch.Tensor, stored: Any, where: str, expects: str) -> None:
+    """_fill from a safetensors slice, after checking its shape against the parameter's (the error says both)."""
+    if tuple(stored.get_shape()) != tuple(param.shape):
+        raise ConfigError(f'{where} has shape {tuple(stored.get_shape())}, but {expects} {tuple(param.shape)}.')
+    _fill(param, stored)
+
+
 # ----- the adapter ---------------------------------------------------------------------------------------------
 @torch.no_grad()
 def init_adapter_shards(model: nn.Module, seed: int) -> set[int]:
@@ -121,11 +129,7 @@ def load_adapter_shards(model: nn.Module, file: Path) -> set[int]:
             key = adapter_file_key(names[0])
             if key not in stored:
                 raise ConfigError(f'{file} has no {key} for the adapter parameter {names[0]}.')
-            saved = handle.get_slice(key)
-            if tuple(saved.get_shape()) != tuple(param.shape):
-                raise ConfigError(f'{file}: {key} has shape {tuple(saved.get_shape())}, but the model expects '
-                                  f'{tuple(param.shape)}.')
-            _fill(param, saved)
+            _fill_checked(param, handle.get_slice(key), f'{file}: {key}', 'the model expects')
             filled.add(id(param))
     return filled
 
@@ -156,11 +160,8 @@ def load_local_shards(model: PreTrainedModel, folder: Path, skip: set[int]) -> s
                 continue
             if index[key] not in handles:
                 handles[index[key]] = stack.enter_context(safe_open(index[key], 'pt'))
-            stored = handles[index[key]].get_slice(key)
-            if tuple(stored.get_shape()) != tuple(param.shape):
-                raise ConfigError(f'{folder}: {key} has shape {tuple(stored.get_shape())}, but the model built from '
-                                  f'its config (and config_overrides) expects {tuple(param.shape)}.')
-            _fill(param, stored)
+            _fill_checked(param, handles[index[key]].get_slice(key), f'{folder}: {key}',
+                          'the model built from its config (and config_overrides) expects')
             filled.add(id(param))
     return filled
 

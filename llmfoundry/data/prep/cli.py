@@ -18,8 +18,8 @@ import json
 import os
 import sys
 
-from llmfoundry.data.errors import DataError
-from llmfoundry.storage import StorageError, check_supported
+from llmfoundry.data.errors import DataError, run_reporting_errors
+from llmfoundry.storage import check_supported
 
 # Commands with their own module and `main(argv)` (and their own flags and exit statuses).
 OWN_MODULES = {
@@ -181,12 +181,4 @@ def main(argv: list[str]) -> int:
     if command in OWN_MODULES:
         return int(importlib.import_module(OWN_MODULES[command]).main(argv[1:]) or 0)
     args = _parser(command).parse_args(argv[1:])
-    try:
-        _run(command, args)
-    except (DataError, StorageError) as err:
-        print(f'llmfoundry data-prep {command}: error: {err}', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f'llmfoundry data-prep {command}: interrupted; the output is incomplete', file=sys.stderr)
-        return 130
-    return 0
+    return run_reporting_errors(f'llmfoundry data-prep {command}', lambda: _run(command, args))

@@ -17,8 +17,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from llmfoundry import storage
-from llmfoundry.config.validation import ConfigError
-from llmfoundry.data.errors import DataError
+from llmfoundry.data.errors import DataError, run_reporting_errors
 from llmfoundry.data.finetuning.formats import (
     FinetuningDataError,
     chat_messages,
@@ -175,12 +174,4 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n')[0])
     add_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        run(args)
-    except (DataError, ConfigError, FinetuningDataError, storage.StorageError) as err:
-        print(f'{PROG}: error: {err}', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f'{PROG}: interrupted; the output is incomplete', file=sys.stderr)
-        return 130
-    return 0
+    return run_reporting_errors(PROG, lambda: run(args))
