@@ -164,6 +164,13 @@ preprocessors: Registry[Any] = Registry('preprocessors', {
     'math-ai/StackMathQA': f'{_PREPROCESSORS}:question_answer',
     'AI-MO/NuminaMath-CoT': f'{_PREPROCESSORS}:messages_only',
 })
-# Filled by evaluation (not built yet): ICL task types, evaluators.
-icl_task_types: Registry[Any] = Registry('icl_task_types')
+# ICL task types (llmfoundry/eval/tasks.py); 'question_answering' is llm-foundry's older name for generation.
+icl_task_types: Registry[Any] = Registry('icl_task_types', {
+    'language_modeling': 'llmfoundry.eval.tasks:LanguageModelingTask',
+    'multiple_choice': 'llmfoundry.eval.tasks:MultipleChoiceTask',
+    'schema': 'llmfoundry.eval.tasks:SchemaTask',
+    'generation_task_with_answers': 'llmfoundry.eval.tasks:GenerationTask',
+    'question_answering': 'llmfoundry.eval.tasks:GenerationTask',
+})
+# Evaluators other than ICL tasks (none built yet).
 evaluators: Registry[Any] = Registry('evaluators')

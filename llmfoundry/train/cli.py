@@ -26,20 +26,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_ranks(nproc: int, argv: list[str]) -> list[subprocess.Popen]:
+def _start_ranks(nproc: int, argv: list[str], module: str) -> list[subprocess.Popen]:
     port = str(_free_port())
     processes = []
     for rank in range(nproc):
         env = {**os.environ, 'RANK': str(rank), 'WORLD_SIZE': str(nproc), 'LOCAL_RANK': str(rank),
                'LOCAL_WORLD_SIZE': str(nproc), 'NODE_RANK': '0', 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': port}
         env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // nproc)))
-        processes.append(subprocess.Popen([sys.executable, '-m', 'llmfoundry.train.entry', *argv], env=env))
+        processes.append(subprocess.Popen([sys.executable, '-m', module, *argv], env=env))
     return processes
 
 
-def launch(nproc: int, argv: list[str], grace_s: float) -> int:
-    """Run `nproc` ranks of the trainer; forward SIGTERM/SIGINT; return 0 only when every rank exits 0."""
-    processes = _start_ranks(nproc, argv)
+def launch(nproc: int, argv: list[str], grace_s: float, module: str = 'llmfoundry.train.entry') -> int:
+    """Run `nproc` ranks of `module` (the trainer; `llmfoundry eval` passes its own entry); forward SIGTERM/SIGINT;
+    return 0 only when every rank exits 0."""
+    processes = _start_ranks(nproc, argv, module)
     deadline: list[float] = []
 
     def forward(signum: int, frame) -> None:

@@ -1,0 +1,127 @@
+"""Evaluate ICL tasks: read and check the task file, build examples per shot count (and category), let each
+rank score every world_size-th example, then sum the metric counts over ranks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from llmfoundry.config.validation import ConfigError
+from llmfoundry.interfaces import DistInfo
+from llmfoundry.registry import icl_task_types
+from llmfoundry.train.distributed import agree_on_errors
+
+from .metrics import METRICS, InContextLearningMetric
+from .prompts import Request
+from .scoring import continuation_logits, generate_answer
+from .task_config import IclTaskConfig
+from .task_file import TaskFileError, read_task_file, strip_strings
+from .tasks import Choices, IclTask, Prompt
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The metrics of one task at one shot count (and one category when the task has categories)."""
+    label: str
+    num_fewshot: int
+    category: str | None
+    metrics: dict[str, float]  # metric class name -> value
+    size: int  # examples evaluated, over all ranks
+
+    @property
+    def name(self) -> str:
+        """llm-foundry's evaluator label: '{label}/{k}-shot' or '{label}/{k}-shot/{category}'."""
+        base = f'{self.label}/{self.num_fewshot}-shot'
+        return f'{base}/{self.category}' if self.category is not None else base
+
+
+def build_task(config: IclTaskConfig, tokenizer: PreTrainedTokenizerBase) -> IclTask:
+    task_class = icl_task_types.get(config.icl_task_type, f'icl_tasks[{config.label}].icl_task_type')
+    return task_class(config, tokenizer)
+
+
+def build_metrics(task: IclTask) -> dict[str, InContextLearningMetric]:
+    names = task.config.metric_names or [task.default_metric]
+    metrics = {}
+    for name in names:
+        if name not in METRICS:
+            raise ConfigError(f"icl task '{task.config.label}': unknown metric '{name}' (built: "
+                              f"{', '.join(sorted(METRICS))}).")
+        if METRICS[name].kind != task.kind:
+            raise ConfigError(f"icl task '{task.config.label}': metric '{name}' cannot score "
+                              f"'{task.config.icl_task_type}' tasks.")
+        metrics[name] = METRICS[name]()
+    return metrics
+
+
+def load_records(task: IclTask) -> dict[str | None, list[dict[str, Any]]]:
+    """The task file's checked records, by category (sorted, as llm-foundry does) or under None."""
+    uri = task.config.dataset_uri
+    groups: dict[str | None, list[dict[str, Any]]] = {}
+    for line, record in read_task_file(uri):
+        problem = task.check(record)
+        if problem is None and task.config.has_categories and not isinstance(record.get('category'), str):
+            problem = "has_categories is set but the line has no string 'category' field"
+        if problem is not None:
+            raise TaskFileError(f'{uri}, line {line}: {problem}')
+        category = record['category'] if task.config.has_categories else None
+        groups.setdefault(category, []).append(strip_strings(record) if task.config.strip_dataset else record)
+    return dict(sorted(groups.items(), key=lambda item: item[0] or ''))
+
+
+def evaluate_task(model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: IclTaskConfig, info: DistInfo,
+                  precision: str = 'fp32', subset_num_batches: int | None = None) -> list[TaskResult]:
+    """One TaskResult per shot count (and category), identical on every rank."""
+    task = build_task(config, tokenizer)
+    groups = agree_on_errors(lambda: load_records(task), info)  # a file one rank cannot read stops every rank
+    results = []
+    for num_fewshot in config.num_fewshot:
+        for category, records in groups.items():
+            examples = task.examples(records, num_fewshot, config.dataset_uri)
+            mine = examples[info.rank::info.world_size]
+            if subset_num_batches is not None:
+                mine = mine[:subset_num_batches * config.batch_size]
+            metrics = build_metrics(task)
+            _score(model, tokenizer, task, mine, metrics, info.device, precision)
+            for metric in metrics.values():
+                metric.sync()
+            size = int(next(iter(metrics.values())).total)
+            results.append(TaskResult(config.label, num_fewshot, category,
+                                      {name: metric.compute() for name, metric in metrics.items()}, size))
+    return results
+
+
+def _score(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: IclTask, examples: list[Any],
+           metrics: dict[str, InContextLearningMetric], device: torch.device, precision: str) -> None:
+    config = task.config
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    if task.kind == 'generation':
+        kwargs = dict(config.generation_kwargs or {})
+        max_new_tokens = kwargs.pop('max_new_tokens', max(task.max_answer_tokens, 1))
+        for prompt in examples:
+            assert isinstance(prompt, Prompt)
+            output = generate_answer(model, tokenizer, prompt.context, max_new_tokens=max_new_tokens,
+                                     stop_sequences=config.early_stopping_criteria, generation_kwargs=kwargs,
+                                     device=device, precision=precision)
+            for metric in metrics.values():
+                metric.update(output, prompt.labels, stop_sequences=config.early_stopping_criteria,
+                              cot_delimiter=config.cot_delimiter, do_normalization=config.do_normalization)
+        return
+    requests: list[Request] = []
+    for example in examples:
+        requests.extend(example.requests if isinstance(example, Choices) else [example])
+    logits = iter(continuation_logits(model, requests, config.batch_size, pad_id, device, precision))
+    for example in examples:
+        if isinstance(example, Choices):
+            scored = [(next(logits), torch.tensor(r.continuation)) for r in example.requests]
+            for metric in metrics.values():
+                metric.update(scored, example.gold)
+        else:
+            targets = torch.tensor(example.continuation)
+            step = next(logits)
+            for metric in metrics.values():
+                metric.update(step, targets)
