@@ -14,7 +14,7 @@ HELP_COMMANDS = [
     [], ['convert'], ['convert', 'to-hf'], ['convert', 'from-hf'], ['tokenizer'], ['tokenizer', 'train'],
     ['data-prep'], ['data-prep', 'convert_text_to_mds'], ['data-prep', 'convert_dataset_json'],
     ['data-prep', 'convert_dataset_hf'], ['data-prep', 'convert_finetuning_dataset'], ['data-prep', 'inspect'],
-    ['train'],
+    ['train'], ['generate'], ['chat'],
 ]
 # Runs the dispatcher as the `llmfoundry` script does, then reports its exit status and the imported modules.
 PROBE = """

@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     'registry': 1, 'interfaces': 1, 'storage': 1,
     'models': 2, 'data': 2, 'optim': 2,
     'train': 3,
-    'callbacks': 4, 'loggers': 4, 'export': 4,
+    'callbacks': 4, 'loggers': 4, 'export': 4, 'eval': 4, 'inference': 4,
     'cli': 5, 'quickstart': 5,
 }
 
