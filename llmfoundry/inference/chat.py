@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from llmfoundry.data.finetuning.tokenize import _render as render_chat  # the finetuning data's renderer
+from llmfoundry.data.finetuning.tokenize import render_chat  # the same rendering the finetuning data gets
 
 from .generation import BatchResult, GenerationSettings, generate
 

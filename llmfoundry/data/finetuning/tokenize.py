@@ -54,8 +54,8 @@ def chat_turns(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> l
     for end, message in enumerate(messages):
         if message['role'] != 'assistant':
             continue
-        full = _render(tokenizer, messages[:end + 1], generation_prompt=False)
-        prompt_with_history = _render(tokenizer, messages[:end], generation_prompt=True)
+        full = render_chat(tokenizer, messages[:end + 1], generation_prompt=False)
+        prompt_with_history = render_chat(tokenizer, messages[:end], generation_prompt=True)
         if not (full.startswith(prompt_with_history) and prompt_with_history.startswith(done)):
             raise ValueError('the chat template does not render the conversation incrementally (each turn must '
                              'extend the text of the turns before it), so turns cannot be masked separately')
@@ -64,7 +64,7 @@ def chat_turns(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> l
     return turns
 
 
-def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], generation_prompt: bool) -> str:
+def render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], generation_prompt: bool) -> str:
     template = None if getattr(tokenizer, 'chat_template', None) else CHATML_TEMPLATE
     try:
         return tokenizer.apply_chat_template(
