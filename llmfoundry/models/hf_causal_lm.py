@@ -45,7 +45,8 @@ ADAPTER_FILE = 'adapter_model.safetensors'  # peft's
 # key -> (its default, why another value changes nothing here)
 NO_EFFECT_KEYS = {
     'use_train_metrics': (True, 'the trainer always computes its train metrics (LanguageCrossEntropy, ...)'),
-    'use_logits': (True, 'the trainer always computes the loss from the logits'),
+    'use_logits': (True, 'the trainer computes the loss from the logits (or, with loss_fn: fused_crossentropy, '
+                         'from the last hidden state)'),
     'additional_train_metrics': (None, 'the trainer computes a fixed set of train metrics'),
     'additional_eval_metrics': (None, 'the trainer computes a fixed set of eval metrics'),
     'allow_embedding_resizing': (False, 'embeddings are never resized to the tokenizer'),

@@ -29,6 +29,7 @@ from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.time import Time, Timestamp, crossed, reached
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.interfaces import Callback, DistInfo, MetricLogger, TrainState
+from llmfoundry.models.fused_loss import LABELS_KWARG, TokenLoss, has_fused_loss
 from llmfoundry.optim.schedulers import Scheduler, apply_lr
 
 from .algorithms import GradientClipping
@@ -111,6 +112,7 @@ class Trainer:
             log.warning('fsdp_config.forward_prefetch is off under device_train_microbatch_size: auto (a prefetched '
                         'all-gather could hang the ranks when one runs out of memory; microbatch.py).')
         self.takes_sequence_id = 'sequence_id' in inspect.signature(state.model.forward).parameters
+        self.fused_loss = has_fused_loss(state.model)  # model.loss_fn: fused_crossentropy (models/fused_loss.py)
 
     def _grad_scaler(self) -> torch.amp.GradScaler | None:
         """amp_fp16's loss scaling. Under FSDP each rank checks only its gradient shards for inf/NaN: the sharded
@@ -127,12 +129,25 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.dist.device.type, dtype=self.autocast_dtype)
 
-    def _forward(self, module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _forward(self, module: nn.Module, batch: dict[str, torch.Tensor], fused_loss: bool = False) -> Any:
+        """The logits; with `fused_loss` the model's TokenLoss for the batch's labels instead."""
         inputs = {'input_ids': batch['input_ids'], 'attention_mask': batch.get('attention_mask')}
         if self.takes_sequence_id and 'sequence_id' in batch:
             inputs['sequence_id'] = batch['sequence_id']
+        if fused_loss:
+            inputs[LABELS_KWARG] = batch['labels']
         with self._autocast():
-            return module(**inputs).logits
+            out = module(**inputs)
+        return out if fused_loss else out.logits
+
+    def _loss_sum(self, micro: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any, Any]:
+        """(summed loss, logits or None, correct-prediction count or None) of a microbatch: the fused loss never
+        materialises logits, so it reports TokenAccuracy's count itself."""
+        if self.fused_loss:
+            token_loss: TokenLoss = self._forward(self.module, micro, fused_loss=True)
+            return token_loss.loss_sum, None, token_loss.correct
+        logits = self._forward(self.module, micro)
+        return token_losses_sum(logits, micro['labels']), logits, None
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> None:
         state, device = self.state, self.dist.device
@@ -199,15 +214,18 @@ class Trainer:
         for index, micro in enumerate(microbatches):
             with (self.out_of_memory.microbatch(state.timestamp.batch + 1),
                   self._gradient_sync(last=index == len(microbatches) - 1)):
-                logits = self._forward(self.module, micro)
-                summed = poison_loss(token_losses_sum(logits, micro['labels']), state.timestamp.batch + 1)
+                summed, logits, correct = self._loss_sum(micro)
+                summed = poison_loss(summed, state.timestamp.batch + 1)
                 loss = summed * (self.dist.world_size / global_targets)
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
                 simulate_out_of_memory(self.dist.rank, state.timestamp.batch + 1, micro['input_ids'].shape[0])
             loss_sum += summed.detach().double()
+            targets = count_targets(micro['labels'])
             for metric in self.train_metrics:
                 if isinstance(metric, LanguageCrossEntropy):  # perplexity too: reuse the loss, no second pass
-                    metric.add(summed, count_targets(micro['labels']))
+                    metric.add(summed, targets)
+                elif correct is not None:  # TokenAccuracy under the fused loss
+                    metric.add(correct, targets)
                 else:
                     metric.update(logits.detach(), micro['labels'])
         return loss_sum

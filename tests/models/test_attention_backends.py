@@ -86,6 +86,43 @@ def test_flex_is_right_on_cpus_with_other_vector_units(capability, tmp_path):
     assert error <= 1e-5, f'ATEN_CPU_CAPABILITY={capability}: max |flex - torch| = {error}'
 
 
+def test_flex_block_mask_is_built_once_per_forward_and_reused_without_documents(monkeypatch):
+    from torch.nn.attention import flex_attention as flex_module
+
+    calls = []
+    real = flex_module.create_block_mask
+    monkeypatch.setattr(flex_module, 'create_block_mask', lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(attention_module, '_STATIC_BLOCK_MASKS', {})
+    torch.manual_seed(0)
+    config = MPTConfig(d_model=32, n_heads=4, n_layers=4, vocab_size=VOCAB, max_seq_len=48, no_bias=True,
+                       attn_config={'attn_impl': 'flex', 'alibi': True, 'attn_uses_sequence_id': True})
+    model, reference = MPTForCausalLM(config).eval(), build_like_torch(config)
+    ids = torch.randint(0, VOCAB, (2, 40))
+
+    def built_per_forward(**kwargs) -> int:
+        calls.clear()
+        with torch.no_grad():
+            error = model(ids, **kwargs).logits - reference(ids, **kwargs).logits
+        kept = kwargs['attention_mask'].bool() if 'attention_mask' in kwargs else slice(None)  # padded rows differ
+        assert error[kept].abs().max() <= 1e-5  # the shared (and the reused) mask is the right one
+        return len(calls)
+
+    assert built_per_forward() == 1  # 4 layers, one mask
+    assert built_per_forward() == 0  # same shape, no documents or padding: the previous forward's mask
+    assert built_per_forward(sequence_id=packed_sequence_id(2, 40)) == 1  # per batch: built every forward
+    assert built_per_forward(sequence_id=packed_sequence_id(2, 40)) == 1
+    assert built_per_forward(attention_mask=left_padding(2, 40)) == 1
+    ids = ids[:, :33]
+    assert built_per_forward() == 1  # another shape
+
+
+def build_like_torch(config: MPTConfig) -> MPTForCausalLM:
+    """The same weights with the torch kernel (MPT's init depends only on the seed drawn at construction)."""
+    torch.manual_seed(0)
+    return MPTForCausalLM(MPTConfig(**{**config.to_dict(), 'attn_config': {**config.attn_config,
+                                                                          'attn_impl': 'torch'}})).eval()
+
+
 def test_flex_refuses_to_train_on_cpu():
     model = build('flex', alibi=True).train()
     ids = torch.randint(0, VOCAB, (1, 8))

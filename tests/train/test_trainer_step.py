@@ -12,6 +12,7 @@ from llmfoundry.config.schema import FSDPConfig, TrainConfig
 from llmfoundry.config.time import Time, Timestamp
 from llmfoundry.config.validation import from_dict
 from llmfoundry.interfaces import Callback, DistInfo, MetricLogger, TrainState
+from llmfoundry.models.fused_loss import install_fused_loss
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 from llmfoundry.optim.optimizers import build_optimizer
 from llmfoundry.optim.schedulers import build_scheduler
@@ -68,15 +69,17 @@ class GradientRecorder(Callback):
 
 
 def make_trainer(tmp_path: Path, loader, microbatch: int | str, callbacks=(), *, rank: int = 0, world_size: int = 1,
-                 fsdp: FSDPConfig | None = None, **overrides) -> Trainer:
+                 fsdp: FSDPConfig | None = None, fused_loss: bool = False, **overrides) -> Trainer:
     """A 3-batch fp32 run of tiny_model on `loader`; on several (gloo) ranks sharded with `fsdp`. Microbatch 'auto'
-    starts at the device batch, as setup.py does."""
+    starts at the device batch, as setup.py does. `fused_loss`: model.loss_fn fused_crossentropy."""
     raw = dict(model={}, tokenizer={}, optimizer={'name': 'decoupled_adamw', 'lr': 1e-2}, scheduler={
         'name': 'constant_with_warmup', 't_warmup': '0ba'}, train_loader={}, max_duration='3ba', max_seq_len=16,
         global_train_batch_size=4, device_train_microbatch_size=microbatch, precision='fp32')
     raw.update(overrides)
     config = from_dict(TrainConfig, raw)
     model = tiny_model()
+    if fused_loss:
+        install_fused_loss(model)  # before parallelising, as build_model does
     module = parallelize(model, fsdp, build_mesh(fsdp, world_size, 'cpu'), precision='fp32') if fsdp else model
     device_batch = 4 // world_size
     state = TrainState(config=config, model=model, optimizer=build_optimizer(config.optimizer, model),

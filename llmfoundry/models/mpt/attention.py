@@ -48,6 +48,8 @@ class AttentionContext:
     impl: str  # the kernel that actually runs: torch | flex | flash
     # The torch kernel's bias, built once per forward and shared by all layers: (key_len, dtype, device) -> bias.
     bias_cache: dict = field(default_factory=dict, repr=False)
+    # The flex kernel's BlockMask, built once per forward by the model (flex_block_mask) and shared by all layers.
+    block_mask: object | None = field(default=None, repr=False)
 
 
 _warned: set[str] = set()
@@ -249,15 +251,9 @@ def _eager_flex(q, k, v, **kwargs) -> torch.Tensor:
         return flex_module.flex_attention(q, k, v, **kwargs)
 
 
-def _flex_attention(q, k, v, ctx: AttentionContext, scale: float) -> torch.Tensor:
+def _build_block_mask(batch: int | None, query_len: int, key_len: int, window: int, seq_id: torch.Tensor | None,
+                      keep: torch.Tensor | None, device: torch.device):
     from torch.nn.attention.flex_attention import create_block_mask
-
-    if q.device.type == 'cpu' and torch.is_grad_enabled() and q.requires_grad:
-        raise RuntimeError(
-            "attn_impl='flex' cannot train on CPU: PyTorch has no FlexAttention backward pass on CPU. "
-            "Use attn_impl: torch for CPU training (flex still serves CPU inference)."
-        )
-    window, seq_id, keep = ctx.sliding_window, ctx.sequence_id, ctx.key_padding_mask
 
     def mask_mod(b, h, q_idx, kv_idx):
         allowed = kv_idx <= q_idx
@@ -269,6 +265,38 @@ def _flex_attention(q, k, v, ctx: AttentionContext, scale: float) -> torch.Tenso
             allowed = allowed & keep[b, kv_idx]
         return allowed
 
+    # Built outside the compiled blocks: on CUDA compile the build itself, or it would evaluate mask_mod densely over
+    # (batch, query_len, key_len) (gigabytes at 64k tokens; PyTorch's flex_attention docs). CPU builds stay eager.
+    return create_block_mask(mask_mod, batch, None, query_len, key_len, device=device,
+                             _compile=device.type == 'cuda')
+
+
+_STATIC_BLOCK_MASKS: dict = {}  # (query_len, key_len, window, device) -> BlockMask; a plain dict, as _accepted
+_STATIC_BLOCK_MASKS_KEPT = 16  # shapes kept (generation prefills vary in length); the oldest goes first
+
+
+def flex_block_mask(ctx: AttentionContext, batch: int, device: torch.device):
+    """The flex kernel's BlockMask for one forward pass (every layer shares it). Without packed documents or padding
+    it depends only on the shape and the sliding window, so it is reused across forwards (training steps)."""
+    key_len = ctx.past_len + ctx.query_len
+    if ctx.sequence_id is not None or ctx.key_padding_mask is not None:
+        return _build_block_mask(batch, ctx.query_len, key_len, ctx.sliding_window, ctx.sequence_id,
+                                 ctx.key_padding_mask, device)
+    key = (ctx.query_len, key_len, ctx.sliding_window, device)
+    if key not in _STATIC_BLOCK_MASKS:
+        if len(_STATIC_BLOCK_MASKS) >= _STATIC_BLOCK_MASKS_KEPT:
+            _STATIC_BLOCK_MASKS.pop(next(iter(_STATIC_BLOCK_MASKS)))
+        _STATIC_BLOCK_MASKS[key] = _build_block_mask(None, ctx.query_len, key_len, ctx.sliding_window, None, None,
+                                                     device)
+    return _STATIC_BLOCK_MASKS[key]
+
+
+def _flex_attention(q, k, v, ctx: AttentionContext, scale: float) -> torch.Tensor:
+    if q.device.type == 'cpu' and torch.is_grad_enabled() and q.requires_grad:
+        raise RuntimeError(
+            "attn_impl='flex' cannot train on CPU: PyTorch has no FlexAttention backward pass on CPU. "
+            "Use attn_impl: torch for CPU training (flex still serves CPU inference)."
+        )
     slopes, softcap = ctx.alibi_slopes, ctx.softcap
     if slopes is not None:
         slopes = slopes.to(q.device)
@@ -280,12 +308,9 @@ def _flex_attention(q, k, v, ctx: AttentionContext, scale: float) -> torch.Tenso
             score = score + slopes[h] * (kv_idx - q_idx)
         return score
 
-    per_batch = seq_id is not None or keep is not None
-    block_mask = create_block_mask(
-        mask_mod, q.shape[0] if per_batch else None, None, q.shape[2], k.shape[2], device=q.device
-    )
     kernel = _eager_flex if q.device.type == 'cpu' else _compiled_flex()
-    return kernel(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
+    return kernel(q, k, v, score_mod=score_mod, block_mask=ctx.block_mask, scale=scale,
+                  enable_gqa=k.shape[1] != q.shape[1])
 
 
 # ----- flash-attn -----------------------------------------------------------------------------------

@@ -20,7 +20,13 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from .attention import AttentionContext, GroupedQueryAttention, flash_features_needed, resolve_attn_impl
+from .attention import (
+    AttentionContext,
+    GroupedQueryAttention,
+    flash_features_needed,
+    flex_block_mask,
+    resolve_attn_impl,
+)
 from .configuration_mpt import MPTConfig
 from .layers import build_ffn, build_norm
 from .param_init import init_module
@@ -96,6 +102,8 @@ class MPTModel(nn.Module):
         )
         ctx.impl = resolve_attn_impl(attn['attn_impl'], device, decoding=past_len > 0,
                                      dropout=self.training and attn['attn_pdrop'] > 0, needs=flash_features_needed(ctx))
+        if ctx.impl == 'flex':  # once per forward, outside the (compiled) blocks
+            ctx.block_mask = flex_block_mask(ctx, batch, device)
         return ctx
 
     def _embed(self, input_ids: torch.Tensor, position_ids, past_len: int) -> torch.Tensor:
@@ -208,10 +216,14 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         position_ids: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        logits_to_keep: int = 0,
         **generation_kwargs,  # cache_position etc. from generate(); not needed here
     ) -> CausalLMOutputWithPast:
-        """Logits for every position; with `labels` (input_ids with -100 where no loss is wanted) also the
-        mean next-token cross-entropy over target tokens. Labels are shifted here, as in transformers."""
+        """Logits for every position (`logits_to_keep` > 0: only the last that many, as in transformers); with
+        `labels` (input_ids with -100 where no loss is wanted) also the mean next-token cross-entropy over target
+        tokens. Labels are shifted here, as in transformers."""
+        if labels is not None and logits_to_keep:
+            raise ValueError('labels need the logits of every position: leave logits_to_keep at 0.')
         if isinstance(past_key_values, (tuple, list)):
             legacy = past_key_values
             past_key_values = DynamicCache()
@@ -222,7 +234,7 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
             input_ids, attention_mask=attention_mask, sequence_id=sequence_id, position_ids=position_ids,
             past_key_values=past_key_values, use_cache=use_cache or past_key_values is not None,
         )
-        logits = self.logits(out.last_hidden_state)
+        logits = self.logits(out.last_hidden_state[:, -logits_to_keep:])  # -0: every position
         loss = None
         if labels is not None:
             # Shift the labels, not the logits (no copy of batch x seq x vocab); at least float32, since
