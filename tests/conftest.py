@@ -1,8 +1,9 @@
-"""Suite-wide settings: offline hub, gpu marker auto-skip, deterministic threads."""
+"""Suite-wide settings: offline hub, gpu marker auto-skip, one thread for tiny-model tests, shared inputs."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -22,6 +23,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if 'gpu' in item.keywords:
             item.add_marker(skip_gpu)
+
+
+# Tests of tiny models run fastest on one intra-op thread, which also avoids thread spin on a busy machine.
+ONE_THREAD_FOLDERS = ('export', 'inference')
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_for_tiny_models(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.path.parent.name not in ONE_THREAD_FOLDERS and 'one_thread' not in request.keywords:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 # ----- session-wide inputs: a real text+code corpus and a tokenizer trained on it ----------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llmfoundry.config.cli_args import parse_or_exit_status
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='llmfoundry convert', description=__doc__)
@@ -60,10 +62,9 @@ def _export(model: object, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help or a usage error: report its status instead of exiting the caller
-        return int(exc.code or 0)
+    args = parse_or_exit_status(_parser(), argv)
+    if isinstance(args, int):  # --help or a usage error
+        return args
     # Heavy imports only once the arguments are valid, so --help stays fast.
     from llmfoundry.train.checkpoint import CheckpointError, is_training_checkpoint
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llmfoundry.config.cli_args import parse_or_exit_status
+
 from .options import add_generation_options, add_model_options, generation_values, load_values
 
 QUIT = 'quit'
@@ -37,10 +39,9 @@ def _next_user_line() -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help or a usage error: report its status instead of exiting the caller
-        return int(exc.code or 0)
+    args = parse_or_exit_status(_parser(), argv)
+    if isinstance(args, int):  # --help or a usage error
+        return args
     # Heavy imports only once the arguments are valid, so --help stays fast.
     import torch
 

@@ -25,12 +25,7 @@ from llmfoundry.registry import callbacks
 NO_LOG = MetricLogger([], is_main=True)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.one_thread  # tiny models (tests/conftest.py)
 
 
 def _model() -> MPTForCausalLM:
