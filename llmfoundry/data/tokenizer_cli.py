@@ -23,15 +23,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from llmfoundry.data.tokenizer_train import train_byte_level_bpe
+    from llmfoundry.data.tokenizer_train import train_tokenizer_folder
 
     start = time.perf_counter()
     try:
-        tokenizer = train_byte_level_bpe(
+        vocab = train_tokenizer_folder(
             args.input, args.vocab_size, args.out, args.min_frequency, args.model_max_length
         )
     except DataError as err:
         print(f'llmfoundry tokenizer: error: {err}', file=sys.stderr)
         return 1
-    print(f'trained a {len(tokenizer)}-token byte-level BPE in {time.perf_counter() - start:.1f} s -> {args.out}')
+    print(f'trained a {vocab}-token byte-level BPE in {time.perf_counter() - start:.1f} s -> {args.out}')
     return 0

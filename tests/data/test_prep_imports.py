@@ -1,0 +1,58 @@
+"""What the data-prep entry paths import, measured in a fresh interpreter.
+
+`llmfoundry tokenizer train` needs only `tokenizers`: no torch, no transformers. The MDS conversions cannot
+avoid torch and transformers while mosaicml-streaming's writer is used (`streaming/__init__.py` imports its
+dataloader, which imports torch and transformers, and `streaming.base.util` imports torch.distributed), so
+for them only the `--help` path is checked light (tests/test_cli_help.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from llmfoundry.data.stdlib_corpus import stdlib_sources
+
+PROBE = """
+import json, sys
+from llmfoundry.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, 'transformers': 'transformers' in sys.modules}))
+"""
+
+
+def test_tokenizer_train_imports_neither_torch_nor_transformers(tmp_path: Path) -> None:
+    corpus = tmp_path / 'corpus'
+    corpus.mkdir()
+    for path in stdlib_sources(200_000, 50_000):
+        (corpus / f'{path.stem}.txt').write_text(path.read_text(encoding='utf-8'), encoding='utf-8')
+    out = tmp_path / 'tok'
+    result = subprocess.run(
+        [sys.executable, '-c', PROBE, 'tokenizer', 'train', '--input', str(corpus), '--vocab-size', '600',
+         '--out', str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {'code': 0, 'torch': False, 'transformers': False}
+
+    # The folder written without transformers is the one transformers itself writes, and loads as before.
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    ours = AutoTokenizer.from_pretrained(str(out))
+    assert isinstance(ours, PreTrainedTokenizerFast) and len(ours) == 600
+    assert (ours.bos_token, ours.eos_token, ours.unk_token, ours.pad_token) == (
+        '<|endoftext|>', '<|endoftext|>', '<|endoftext|>', '<|padding|>')
+    assert ours.model_max_length == 2048 and ours.model_input_names == ['input_ids', 'attention_mask']
+    reference = tmp_path / 'reference'
+    PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_file(str(out / 'tokenizer.json')),
+        bos_token='<|endoftext|>', eos_token='<|endoftext|>', unk_token='<|endoftext|>', pad_token='<|padding|>',
+        model_max_length=2048, model_input_names=['input_ids', 'attention_mask'],
+    ).save_pretrained(str(reference))  # fmt: skip
+    for name in ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'):
+        assert json.loads((out / name).read_text()) == json.loads((reference / name).read_text()), name
+    text = 'def f(x):\n    return x  # <|endoftext|>'
+    assert ours(text)['input_ids'] == AutoTokenizer.from_pretrained(str(reference))(text)['input_ids']
