@@ -32,6 +32,9 @@ extras = {
     'gcs': ['gcsfs>=2025.3'],
     'azure': ['adlfs>=2024.7'],
     'oci': ['ocifs>=1.3'],
+    'ray': ['ray>=2.40'],  # data-prep --executor ray (one machine or a cluster)
+    'lm-eval': ['lm-eval>=0.4.5'],  # our models as an lm-evaluation-harness LM
+    'float8': ['torchao>=0.10'],  # precision: amp_fp8 (float8 training on GPUs that have it)
     'dev': [
         'pytest>=8',
         'pytest-timeout>=2.3',
@@ -41,6 +44,9 @@ extras = {
         'tensorboard>=2.16',
         'mlflow-skinny>=2.14',  # enough for the mlflow logger's file-store tests
         'peft>=0.11',  # the LoRA tests
+        'ray>=2.40',  # the Ray data-prep tests start a real local cluster
+        'lm-eval>=0.4.5',  # the lm-eval adapter tests
+        'torchao>=0.10',  # the float8 conversion tests (CPU: module rules only)
     ],
 }
 extras['all'] = sorted({req for name, reqs in extras.items() if name not in ('gpu', 'dev') for req in reqs})
