@@ -12,6 +12,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'train': ('llmfoundry.train.cli', 'train from an llm-foundry style YAML (--nproc N launches N ranks)'),
     'eval': ('llmfoundry.eval.cli', 'evaluate ICL tasks and the eval gauntlet from an llm-foundry eval YAML'),
+    'lm-eval': ('llmfoundry.eval.lm_eval_cli', "lm-evaluation-harness's CLI with our models (--model llmfoundry)"),
     'convert': ('llmfoundry.export.cli', 'convert models between llmfoundry and Hugging Face formats'),
     'tokenizer': ('llmfoundry.data.tokenizer_cli', 'train a byte-level BPE tokenizer on local files'),
     'data-prep': ('llmfoundry.data.prep.cli', 'convert datasets into MDS shards; inspect finetuning masks'),
