@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from llmfoundry.data.errors import DataError
 from llmfoundry.data.prep import dataset_json
 from llmfoundry.data.prep.cli import main as prep_main
 
@@ -55,6 +56,30 @@ def test_empty_inputs(tmp_path, capsys, tokenizer_dir):
     err = _fail(capsys, 'convert_dataset_json', '--path', str(tmp_path / 'missing.jsonl'), '--out_root',
                 str(tmp_path / 'd'))
     assert 'does not exist' in err
+    assert _looks_complete(tmp_path) == []
+
+
+def test_unreadable_file_and_flag_mixups_are_named(tmp_path, capsys, tokenizer_dir):
+    from llmfoundry.data.documents import iter_jsonl, read_text_file
+
+    odd = tmp_path / 'odd.txt'
+    odd.mkdir()  # not readable as a file (chmod 000 does not stop root)
+    with pytest.raises(DataError, match=f'^{odd}: cannot read: Is a directory$'):
+        read_text_file(odd)
+    with pytest.raises(DataError, match=f'^{odd}: cannot read: Is a directory$'):
+        list(iter_jsonl(odd))
+    latin1 = tmp_path / 'latin1.jsonl'
+    latin1.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=f'^{latin1}:2: not UTF-8 text'):
+        list(iter_jsonl(latin1))
+    (tmp_path / 'in').mkdir()
+    (tmp_path / 'in' / 'a.txt').write_text('a')
+    base = ['convert_text_to_mds', '--input_folder', str(tmp_path / 'in'), '--output_folder', str(tmp_path / 'o'),
+            '--concat_tokens', '8', '--tokenizer', tokenizer_dir]
+    assert 'locally the number of groups is --processes' in _fail(capsys, *base, '--num-tasks', '2')
+    assert '--ray-address needs --executor ray' in _fail(capsys, *base, '--ray-address', 'auto')
+    assert 'with Ray the number of groups is --num-tasks' in _fail(capsys, *base, '--executor', 'ray',
+                                                                   '--processes', '2')
     assert _looks_complete(tmp_path) == []
 
 

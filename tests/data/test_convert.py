@@ -11,7 +11,7 @@ import pytest
 from mds_reference import document_ids, expected_rows, read_rows
 
 from llmfoundry.data.prep.cli import main as prep_main
-from llmfoundry.data.prep.text_to_mds import plan_groups
+from llmfoundry.data.prep.groups import plan_groups
 
 EOS = '<|endoftext|>'
 

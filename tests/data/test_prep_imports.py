@@ -56,3 +56,26 @@ def test_tokenizer_train_imports_neither_torch_nor_transformers(tmp_path: Path) 
         assert json.loads((out / name).read_text()) == json.loads((reference / name).read_text()), name
     text = 'def f(x):\n    return x  # <|endoftext|>'
     assert ours(text)['input_ids'] == AutoTokenizer.from_pretrained(str(reference))(text)['input_ids']
+
+
+def test_local_conversion_does_not_import_ray(tmp_path: Path) -> None:
+    """Ray is an extra: only `--executor ray` imports it."""
+    path = tmp_path / 'in'
+    path.mkdir()
+    for name in ('a.jsonl', 'b.jsonl'):
+        (path / name).write_text(''.join(json.dumps({'text': f'{name} {i}'}) + '\n' for i in range(5)))
+    probe = PROBE.replace("'torch': 'torch' in sys.modules", "'ray': 'ray' in sys.modules")
+    result = subprocess.run(
+        [sys.executable, '-c', probe, 'data-prep', 'convert_dataset_json', '--path', str(path), '--out_root',
+         str(tmp_path / 'out'), '--num-tasks', '2'],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])['ray'] is False
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [
+        '.conversion_args.json',
+        '.conversion_done',
+        'group_00000',
+        'group_00001',
+        'index.json',
+    ]

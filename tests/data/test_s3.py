@@ -12,7 +12,7 @@ from mds_reference import expected_rows, read_rows
 
 from llmfoundry import storage
 from llmfoundry.data.prep.cli import main as prep_main
-from llmfoundry.data.prep.text_to_mds import CRASH_ENV, DONE_MARKER
+from llmfoundry.data.prep.groups import CRASH_ENV, DONE_MARKER
 from llmfoundry.data.text_loader import build_text_dataloader
 
 EOS = '<|endoftext|>'

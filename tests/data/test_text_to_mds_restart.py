@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmfoundry.data.prep.cli import main as prep_main
-from llmfoundry.data.prep.text_to_mds import CRASH_ENV, DONE_MARKER
+from llmfoundry.data.prep.groups import CRASH_ENV, DONE_MARKER
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -1,12 +1,19 @@
-"""convert_dataset_hf: any `datasets` source (hub name, folder, or json/parquet/text with data files)."""
+"""convert_dataset_hf: any `datasets` source (hub name, folder, or json/parquet/text with data files).
+
+Without groups each split is one dataset written in this process. With groups (--num-tasks, or --executor ray)
+each split's streaming shards (its files) are cut into contiguous groups, converted as `groups.run_grouped`
+does (restartable, one merged index per split).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 
 from llmfoundry import storage
 from llmfoundry.data.errors import DataError
+from llmfoundry.data.prep.groups import Executor, GroupJob, run_grouped
 from llmfoundry.data.prep.pipeline import ConvertSpec, write_documents
 from llmfoundry.data.prep.progress import Stats
 
@@ -67,4 +74,48 @@ def convert_hf(
             hf_documents(split_data), storage.join(out_root, split), spec, num_workers,
             report=lambda stats, split=split: report(split, stats),
         )  # fmt: skip
+    return results
+
+
+@dataclass(frozen=True)
+class HFShardGroups:
+    """Group g of n: the g-th contiguous block of the split's streaming shards (`IterableDataset.shard`)."""
+
+    dataset: str
+    data_subset: str | None
+    data_files: dict[str, list[str]] | None
+    split: str  # the dataset's own split name
+    n_groups: int
+
+    def documents(self, group: list[int]) -> Iterator[str]:
+        (index,) = group
+        split_data = load_splits(self.dataset, self.data_subset, self.data_files)[self.split]
+        return hf_documents(split_data.shard(num_shards=self.n_groups, index=index, contiguous=True))
+
+    def describe(self, group: list[int]) -> str:
+        return f"dataset '{self.dataset}' split '{self.split}' shard group {group[0]} of {self.n_groups}"
+
+
+def convert_hf_grouped(
+    dataset: str, data_subset: str | None, splits: list[str], out_root: str, spec: ConvertSpec, n_groups: int,
+    executor: Executor, data_files: dict[str, list[str]] | None = None, reprocess: bool = False,
+) -> dict[str, tuple[Stats, int]]:  # fmt: skip
+    """Each split to out_root/<split> in at most `n_groups` groups of its shards; {split: (stats, groups skipped)}."""
+    storage.check_writable(out_root)
+    loaded = load_splits(dataset, data_subset, data_files)
+    results = {}
+    for split in splits:
+        name = resolve_split(list(loaded), split)
+        n = max(1, min(n_groups, loaded[name].n_shards))
+        source = HFShardGroups(dataset, data_subset, data_files, name, n)
+        fingerprint = {'spec': asdict(spec), 'groups': n, 'source': asdict(source), 'n_shards': loaded[name].n_shards}
+        job = GroupJob(
+            f'convert_dataset_hf {split}',
+            storage.join(out_root, split),
+            spec,
+            source,
+            [[i] for i in range(n)],
+            fingerprint,
+        )
+        results[split] = run_grouped(job, executor, reprocess)
     return results

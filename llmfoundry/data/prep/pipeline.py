@@ -106,11 +106,12 @@ def write_documents(
     spec: ConvertSpec,
     num_workers: int = 0,
     report: Callable[[Stats], None] = lambda stats: None,
+    source: str | None = None,
 ) -> Stats:
     """Convert `docs` into one MDS dataset at `dest` (local path or URL); returns the counts.
 
     Tokens are counted as written into the packer (documents' tokens incl. BOS/EOS text), so a
-    trailing partial row still counts; `samples` is what the dataset holds.
+    trailing partial row still counts; `samples` is what the dataset holds. `source` names the input in errors.
     """
     stats = Stats()
     output = MDSOutput(dest, spec.columns, spec.compression, spec.size_limit)
@@ -119,10 +120,11 @@ def write_documents(
             writer.write(sample)
             stats.samples += 1
         if stats.documents == 0:
-            raise DataError('the input holds no documents')
+            raise DataError(f'{source or "the input"} holds no documents')
         if stats.samples == 0:
+            where = f'{source}: ' if source else ''
             raise DataError(
-                f'{stats.documents} documents gave {stats.tokens} tokens: not one full row of '
+                f'{where}{stats.documents} documents gave {stats.tokens} tokens: not one full row of '
                 f'--concat_tokens {spec.concat_tokens}'
             )
     stats.shards = output.num_shards

@@ -38,32 +38,40 @@ class Stats:
 
 
 class Progress:
-    """Shows running totals; `update` takes absolute totals so several workers' counters can feed it."""
+    """Shows running totals; `update` takes absolute totals so several workers' counters can feed it.
 
-    def __init__(self, desc: str, total_documents: int | None = None) -> None:
+    With `total_groups` (a conversion in groups) the bar counts groups done and shows documents and tokens/s
+    beside it; otherwise it counts documents.
+    """
+
+    def __init__(self, desc: str, total_groups: int | None = None) -> None:
         self.start = time.perf_counter()
         self._tty = sys.stderr.isatty()
         self._last_plain = self.start
         self._desc = desc
+        self._groups = total_groups is not None
         self._bar = tqdm(
-            desc=desc, total=total_documents, unit=' docs', file=sys.stderr, disable=not self._tty,
-            dynamic_ncols=True,
+            desc=desc, total=total_groups, unit=' groups' if self._groups else ' docs', file=sys.stderr,
+            disable=not self._tty, dynamic_ncols=True,
         )  # fmt: skip
-        self._documents = 0
+        self._count = 0
 
-    def update(self, documents: int, tokens: int) -> None:
+    def update(self, documents: int, tokens: int, groups_done: int = 0) -> None:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
+        count = groups_done if self._groups else documents
         if self._tty:
-            self._bar.update(documents - self._documents)
-            self._bar.set_postfix_str(f'{tokens / elapsed:,.0f} tokens/s', refresh=False)
+            self._bar.update(count - self._count)
+            docs = f'{documents:,} docs, ' if self._groups else ''
+            self._bar.set_postfix_str(f'{docs}{tokens / elapsed:,.0f} tokens/s', refresh=False)
         elif time.perf_counter() - self._last_plain >= _PLAIN_INTERVAL_S:
             self._last_plain = time.perf_counter()
+            groups = f'{groups_done}/{self._bar.total} groups, ' if self._groups else ''
             print(
-                f'{self._desc}: {documents} documents, {tokens} tokens, '
+                f'{self._desc}: {groups}{documents} documents, {tokens} tokens, '
                 f'{documents / elapsed:.0f} documents/s, {tokens / elapsed:.0f} tokens/s',
                 file=sys.stderr, flush=True,
             )  # fmt: skip
-        self._documents = documents
+        self._count = count
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
