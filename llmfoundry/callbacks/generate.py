@@ -33,7 +33,7 @@ from llmfoundry.interfaces import Callback, MetricLogger, TrainState
 
 log = logging.getLogger(__name__)
 
-_AUTOCAST = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16}
+_AUTOCAST = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16, 'amp_fp8': torch.bfloat16}
 
 
 def _check_generate_kwargs(kwargs: dict[str, Any]) -> None:

@@ -16,7 +16,8 @@ from llmfoundry.config.validation import ConfigError
 from .parallel import mesh_shape, mixed_precision_policy, sharding_strategy
 
 AUTOCAST = {'fp32': 'fp32 (no autocast)', 'amp_bf16': 'amp_bf16 (autocast to bfloat16)',
-            'amp_fp16': 'amp_fp16 (autocast to float16, with a gradient scaler)'}
+            'amp_fp16': 'amp_fp16 (autocast to float16, with a gradient scaler)',
+            'amp_fp8': 'amp_fp8 (float8 matmuls in the large Linear layers, autocast to bfloat16 elsewhere)'}
 
 
 @dataclass(frozen=True)
