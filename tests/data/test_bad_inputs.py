@@ -114,7 +114,7 @@ def test_unwritable_or_taken_output(tmp_path, capsys, corpus_jsonl, corpus_dir, 
     assert 'holds no conversion of ours' in err
     err = _fail(capsys, 'convert_dataset_json', '--path', str(corpus_jsonl), '--out_root', str(tmp_path / 'z'),
                 '--compression', 'nonsense')
-    assert 'Invalid compression: nonsense' in err
+    assert "unknown compression 'nonsense': use one of br, bz2, gz, snappy, zstd" in err
     assert _looks_complete(tmp_path) == []
 
 

@@ -1,9 +1,8 @@
 """What the data-prep entry paths import, measured in a fresh interpreter.
 
-`llmfoundry tokenizer train` needs only `tokenizers`: no torch, no transformers. The MDS conversions cannot
-avoid torch and transformers while mosaicml-streaming's writer is used (`streaming/__init__.py` imports its
-dataloader, which imports torch and transformers, and `streaming.base.util` imports torch.distributed), so
-for them only the `--help` path is checked light (tests/test_cli_help.py).
+`llmfoundry tokenizer train` needs only `tokenizers`: no torch, no transformers. The MDS conversions with a
+tokenizer.json tokenizer need neither, nor mosaicml-streaming (whose `__init__` imports torch and
+transformers): shards come from llmfoundry.data.mds_writer, token ids from llmfoundry.data.fast_tokenizer.
 """
 
 from __future__ import annotations
@@ -12,6 +11,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from mds_reference import expected_rows, read_rows
 
 from llmfoundry.data.stdlib_corpus import stdlib_sources
 
@@ -44,7 +46,11 @@ def test_tokenizer_train_imports_neither_torch_nor_transformers(tmp_path: Path) 
     ours = AutoTokenizer.from_pretrained(str(out))
     assert isinstance(ours, PreTrainedTokenizerFast) and len(ours) == 600
     assert (ours.bos_token, ours.eos_token, ours.unk_token, ours.pad_token) == (
-        '<|endoftext|>', '<|endoftext|>', '<|endoftext|>', '<|padding|>')
+        '<|endoftext|>',
+        '<|endoftext|>',
+        '<|endoftext|>',
+        '<|padding|>',
+    )
     assert ours.model_max_length == 2048 and ours.model_input_names == ['input_ids', 'attention_mask']
     reference = tmp_path / 'reference'
     PreTrainedTokenizerFast(
@@ -79,3 +85,42 @@ def test_local_conversion_does_not_import_ray(tmp_path: Path) -> None:
         'group_00001',
         'index.json',
     ]
+
+
+HEAVY_PROBE = """
+import json, sys
+from llmfoundry.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({'code': code, 'heavy': [m for m in ('torch', 'transformers', 'streaming') if m in sys.modules]}))
+"""
+
+
+@pytest.mark.parametrize('command', ['convert_text_to_mds', 'convert_dataset_json', 'convert_dataset_hf'])
+def test_conversions_import_no_torch_transformers_streaming(
+    command: str, tmp_path: Path, corpus_docs: list[str], tokenizer, tokenizer_dir: str, subprocess_env: dict
+) -> None:
+    """The whole conversion (tokenizer.json tokenizer, zstd shards, local output) in a fresh interpreter; the
+    rows are the ones transformers' tokenizer gives."""
+    docs = corpus_docs[:6]
+    (tmp_path / 'txt').mkdir()
+    for i, doc in enumerate(docs):
+        (tmp_path / 'txt' / f'{i}.txt').write_text(doc, encoding='utf-8')
+    jsonl = tmp_path / 'docs.jsonl'
+    jsonl.write_text(''.join(json.dumps({'text': d}) + '\n' for d in docs), encoding='utf-8')
+    out = tmp_path / 'out'
+    inputs = {
+        'convert_text_to_mds': ['--input_folder', str(tmp_path / 'txt'), '--output_folder', str(out), '--processes',
+                                '1'],
+        'convert_dataset_json': ['--path', str(jsonl), '--out_root', str(out)],
+        'convert_dataset_hf': ['--dataset', 'json', '--data_files', f'train={jsonl}', '--out_root', str(out)],
+    }[command]  # fmt: skip
+    eos = tokenizer.eos_token
+    result = subprocess.run(
+        [sys.executable, '-c', HEAVY_PROBE, 'data-prep', command, *inputs, '--concat_tokens', '32', '--tokenizer',
+         tokenizer_dir, '--eos_text', eos, '--compression', 'zstd'],
+        capture_output=True, text=True, timeout=120, env=subprocess_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {'code': 0, 'heavy': []}
+    dataset = out / 'train' if command == 'convert_dataset_hf' else out
+    assert read_rows(str(dataset)) == expected_rows(docs, tokenizer, 32, eos_text=eos)

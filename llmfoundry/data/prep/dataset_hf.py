@@ -8,6 +8,7 @@ does (restartable, one merged index per split).
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -27,6 +28,8 @@ def load_splits(dataset: str, data_subset: str | None, data_files: dict[str, lis
     """The dataset's splits as a streaming IterableDatasetDict (nothing is cached to disk)."""
     import datasets
 
+    if 'torch' not in sys.modules:  # else datasets imports torch (seconds) to share counters with DataLoader workers
+        datasets.config.TORCH_AVAILABLE = False
     try:
         return datasets.load_dataset(dataset, name=data_subset, data_files=data_files, streaming=True)
     except (OSError, ValueError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as err:

@@ -1,12 +1,16 @@
-"""Documents -> token ids with optional BOS/EOS text around each, via the fast tokenizer's batch API."""
+"""Documents -> token ids with optional BOS/EOS text around each, via the tokenizer's batch encoder.
+
+The tokenizer comes from `llmfoundry.data.fast_tokenizer`: `tokenizers` alone when that gives transformers'
+ids (a folder with tokenizer.json), transformers otherwise.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
 
+from llmfoundry.data.fast_tokenizer import ConversionTokenizer, load_tokenizer
 from llmfoundry.data.prep.packing import TOKEN_DTYPE
 
 
@@ -19,20 +23,15 @@ class TokenizeSpec:
     bos_text: str = ''
     eos_text: str = ''
 
-    def load(self) -> PreTrainedTokenizerBase:
-        from llmfoundry.data.tokenizers import build_tokenizer
-
-        tokenizer = build_tokenizer(self.tokenizer, self.tokenizer_kwargs)
-        # Documents are packed, never truncated; silence the "sequence longer than max" warning.
-        tokenizer.model_max_length = int(1e30)
-        return tokenizer
+    def load(self) -> ConversionTokenizer:
+        return load_tokenizer(self.tokenizer, self.tokenizer_kwargs)
 
 
 class DocumentEncoder:
     """bos_text tokens + the document's tokens (with the tokenizer's own special tokens, as
     llm-foundry does) + eos_text tokens, for a batch of documents at once."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, bos_text: str = '', eos_text: str = '') -> None:
+    def __init__(self, tokenizer: ConversionTokenizer, bos_text: str = '', eos_text: str = '') -> None:
         self.tokenizer = tokenizer
         self.bos = self._text_ids(bos_text)
         self.eos = self._text_ids(eos_text)
@@ -42,16 +41,9 @@ class DocumentEncoder:
         return cls(spec.load(), spec.bos_text, spec.eos_text)
 
     def _text_ids(self, text: str) -> np.ndarray:
-        ids = self.tokenizer(text, add_special_tokens=False)['input_ids'] if text else []
+        ids = self.tokenizer.encode_batch([text], add_special_tokens=False)[0] if text else []
         return np.asarray(ids, dtype=TOKEN_DTYPE)
 
     def encode(self, docs: list[str]) -> list[np.ndarray]:
-        if self.tokenizer.is_fast:
-            # The Rust batch encoder directly: the same ids as tokenizer(docs) without the Python-side
-            # overhead; encode_batch_fast (tokenizers>=0.21) also skips character offsets we never use.
-            backend = self.tokenizer.backend_tokenizer
-            encode = getattr(backend, 'encode_batch_fast', backend.encode_batch)
-            ids = [enc.ids for enc in encode(docs, add_special_tokens=True)]
-        else:
-            ids = self.tokenizer(docs, add_special_tokens=True, verbose=False)['input_ids']
+        ids = self.tokenizer.encode_batch(docs, add_special_tokens=True)
         return [np.concatenate([self.bos, np.asarray(x, dtype=TOKEN_DTYPE), self.eos]) for x in ids]

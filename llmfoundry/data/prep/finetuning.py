@@ -5,7 +5,7 @@ is `turns` (json: [{input_ids: prompt ids, labels: response ids}, ...]) and exam
 --max_seq_len under --target_prompts/--target_responses are dropped (counted in one warning); without it the
 formatted text is written (`prompt`/`response` strings, or `messages` json). The finetuning loader reads either.
 Each split is written atomically (llmfoundry.data.prep.output). Exit status: 0 done, 1 bad input, 2 bad flags.
-Torch and streaming are imported once the flags are parsed, so --help answers at once.
+The finetuning modules (and with them torch) are imported once the flags are parsed, so --help answers at once.
 """
 
 from __future__ import annotations

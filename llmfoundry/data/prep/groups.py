@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import posixpath
 import signal
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from streaming.base.util import merge_index
-
 from llmfoundry import storage
 from llmfoundry.data.documents import iter_jsonl, read_text_file
 from llmfoundry.data.errors import DataError
+from llmfoundry.data.mds_writer import merge_indexes
 from llmfoundry.data.prep.pipeline import ConvertSpec, write_documents
 from llmfoundry.data.prep.progress import Progress, Stats
 
@@ -159,26 +156,9 @@ def _prepare_output(out: str, fingerprint: dict, reprocess: bool) -> bool:
 
 
 def _merge_indexes(out: str, n_groups: int) -> None:
-    """Merge the groups' index.json files with streaming's merge_index, then publish index.json whole."""
-    with tempfile.TemporaryDirectory(prefix='llmfoundry-merge-') as tmp:
-        parts = []
-        for i in range(n_groups):
-            part = os.path.join(tmp, 'parts', group_name(i), INDEX)
-            os.makedirs(os.path.dirname(part))
-            with open(part, 'w') as f:
-                f.write(storage.read_text(storage.join(out, group_name(i), INDEX)))
-            parts.append(part)
-        merged_dir = os.path.join(tmp, 'merged')
-        os.makedirs(merged_dir)
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # merge_index warns on the root logger about its temp folder
-        try:
-            merge_index(parts, merged_dir)
-        finally:
-            root.setLevel(level)
-        with open(os.path.join(merged_dir, INDEX)) as f:
-            storage.write_text(storage.join(out, INDEX), f.read())
+    """Merge the groups' index.json files (as streaming's merge_index would), then publish index.json whole."""
+    parts = [(group_name(i), storage.read_text(storage.join(out, group_name(i), INDEX))) for i in range(n_groups)]
+    storage.write_text(storage.join(out, INDEX), merge_indexes(parts))
 
 
 def _crash_after() -> int | None:

@@ -1,35 +1,27 @@
 """One MDS dataset written so that it looks complete (has its index.json) only once it is.
 
-Local: shards go to a hidden sibling folder `.NAME.incomplete` (`storage.atomic_folder`), renamed to NAME
-at the end (atomic on one filesystem). Object storage streaming can write to (s3://, gs://, oci://, azure://,
-hf://, dbfs:/ ...): streaming's writer uploads each shard as it fills, from one upload thread so uploads finish
-in order and index.json is the last object written. Any other fsspec URL (abfs://, memory://, ...): shards are
-written to a local temporary folder, then `storage.upload_folder` publishes it with index.json last. On any
-failure the prefix is deleted. A kill -9 can leave `.NAME.incomplete` or index-less shards behind, never an
-index.json.
+The shards come from `llmfoundry.data.mds_writer` (the bytes mosaicml-streaming writes, without importing it).
+Local: shards go to a hidden sibling folder `.NAME.incomplete` (`storage.atomic_folder`), renamed to NAME at
+the end (atomic on one filesystem). Object storage (any URL `llmfoundry.storage` writes): each shard is staged
+in a local temporary folder, uploaded as soon as it is full and deleted locally; index.json is uploaded last.
+On any failure the prefix is deleted. A kill -9 can leave `.NAME.incomplete` or index-less shards behind,
+never an index.json.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import posixpath
 import shutil
 import tempfile
-import urllib.parse
 from types import TracebackType
-
-from streaming import MDSWriter
-from streaming.base.storage.upload import UPLOADERS
 
 from llmfoundry import storage
 from llmfoundry.data.errors import DataError
+from llmfoundry.data.mds_writer import DEFAULT_SIZE_LIMIT, MDSFormatError, MDSWriter
 
-DEFAULT_SHARD_SIZE = 1 << 26  # streaming's default; `size_limit` in tests makes several small shards
-INDEX_FILE = 'index.json'
-
-
-def streaming_uploads_to(url: str) -> bool:
-    """True when mosaicml-streaming's MDSWriter can upload to `url` itself (its own client for the scheme)."""
-    return storage.is_remote(url) and urllib.parse.urlparse(url).scheme in UPLOADERS
+DEFAULT_SHARD_SIZE = DEFAULT_SIZE_LIMIT  # streaming's default; `size_limit` in tests makes several small shards
 
 
 class MDSOutput:
@@ -45,34 +37,32 @@ class MDSOutput:
         self.size_limit = size_limit
         self.remote = storage.is_remote(dest)
         self.writer: MDSWriter | None = None
-        # Local: the atomic folder the shards are written into. Remote: the local folder shards wait in until
-        # uploaded (by streaming as they fill, or by `__exit__` through storage.upload_folder).
+        # Local: the atomic folder the shards are written into. Remote: the folder shards wait in until uploaded.
         self._staging = contextlib.ExitStack()
-        self._publish_from: str | None = None  # the staged folder to upload at the end (non-streaming schemes)
 
     def __enter__(self) -> MDSWriter:
         if not storage.is_empty(self.dest):
             raise DataError(f"output '{self.dest}' already exists and is not empty; remove it or choose another")
         if self.remote:
-            cache = tempfile.mkdtemp(prefix='llmfoundry-mds-')
-            self._staging.callback(shutil.rmtree, cache, ignore_errors=True)
-            if streaming_uploads_to(self.dest):
-                out: str | tuple[str, str] = (cache, self.dest)
-                extra = {'max_workers': 1}  # FIFO uploads: index.json strictly after every shard
-            else:
-                out, extra, self._publish_from = cache, {}, cache
+            out = tempfile.mkdtemp(prefix='llmfoundry-mds-')
+            self._staging.callback(shutil.rmtree, out, ignore_errors=True)
         else:
-            folder = storage.atomic_folder(storage.filesystem(self.dest)[1])
-            out, extra = str(self._staging.enter_context(folder)), {}
+            out = str(self._staging.enter_context(storage.atomic_folder(storage.filesystem(self.dest)[1])))
         try:
             self.writer = MDSWriter(
-                out=out, columns=self.columns, compression=self.compression, size_limit=self.size_limit,
-                keep_local=False, **extra,
+                out, self.columns, self.compression, size_limit=self.size_limit,
+                on_file=self._upload if self.remote else None, keep_local=not self.remote,
             )  # fmt: skip
-        except ValueError as err:  # e.g. an unknown compression name
+        except MDSFormatError as err:  # e.g. an unknown compression name
             self._discard(err)
             raise DataError(str(err)) from err
         return self.writer
+
+    def _upload(self, path: str) -> None:
+        """One finished file (a shard, then index.json last) to object storage, whole."""
+        fs, root = storage.filesystem(self.dest)
+        fs.put_file(path, posixpath.join(root, os.path.basename(path)))
+        fs.invalidate_cache()
 
     @property
     def num_shards(self) -> int:
@@ -86,8 +76,6 @@ class MDSOutput:
             return
         try:
             self.writer.finish()
-            if self._publish_from is not None:
-                storage.upload_folder(self._publish_from, self.dest, replace=False, last=INDEX_FILE)
         except Exception as err:
             self._discard(err)
             raise
@@ -95,8 +83,6 @@ class MDSOutput:
 
     def _discard(self, error: BaseException) -> None:
         """Undo everything after `error`: a local folder is deleted unfinished, never renamed into place."""
-        if self.writer is not None:
-            self.writer.cancel_future_jobs()
         self._staging.__exit__(type(error), error, error.__traceback__)
         if self.remote:
             storage.remove(self.dest)
