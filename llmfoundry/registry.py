@@ -172,5 +172,8 @@ icl_task_types: Registry[Any] = Registry('icl_task_types', {
     'generation_task_with_answers': 'llmfoundry.eval.tasks:GenerationTask',
     'question_answering': 'llmfoundry.eval.tasks:GenerationTask',
 })
-# Evaluators other than ICL tasks (none built yet).
-evaluators: Registry[Any] = Registry('evaluators')
+# What a training evaluation runs besides eval loaders, named by its top-level train YAML key (built when the key is
+# set) -> (config: TrainConfig, tokenizer, info: DistInfo) -> (model) -> {metric name: value}
+evaluators: Registry[Any] = Registry('evaluators', {
+    'icl_tasks': 'llmfoundry.eval.during_training:IclEvaluator',
+})

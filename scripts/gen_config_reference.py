@@ -2,7 +2,7 @@
 
     python scripts/gen_config_reference.py
 
-Sources: the TrainConfig and FSDPConfig dataclasses (llmfoundry/config/schema.py), MPTConfig's constructor
+Sources: the TrainConfig, FSDPConfig and FP8Config dataclasses (llmfoundry/config/schema.py), MPTConfig's constructor
 and its attn_config / ffn_config / init_config default dicts (llmfoundry/models/mpt/configuration_mpt.py), and the
 key lists the loaders check (llmfoundry/data/text_loader.py, llmfoundry/data/finetuning/loader.py).
 tests/test_config_reference.py fails when the committed file differs from a fresh generation.
@@ -15,7 +15,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from llmfoundry.config.schema import FSDPConfig, TrainConfig
+from llmfoundry.config.schema import FP8Config, FSDPConfig, TrainConfig
 from llmfoundry.data import text_loader
 from llmfoundry.data.finetuning import loader as finetuning_loader
 from llmfoundry.models.mpt import configuration_mpt
@@ -82,6 +82,8 @@ def render() -> str:
         ('Top level (`TrainConfig`)', 'The keys of a training YAML besides `variables:`.', dataclass_rows(TrainConfig)),
         ('`fsdp_config` (`FSDPConfig`)', 'Sharding with FSDP2; omit the section to train with DDP or on one rank.',
          dataclass_rows(FSDPConfig)),
+        ('`fp8_config` (`FP8Config`)', 'Float8 training with torchao under `precision: amp_fp8` (train/float8.py: '
+         'which Linear layers convert and why); needs a GPU of compute capability 8.9+.', dataclass_rows(FP8Config)),
         ('`model` (`name: mpt_causal_lm`, `MPTConfig`)', 'Besides `name` and `loss_fn`, every key is an MPTConfig '
          'argument.', signature_rows(MPTConfig)),
         *(

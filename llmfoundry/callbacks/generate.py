@@ -30,11 +30,9 @@ from transformers import GenerationConfig
 from llmfoundry.config.time import Time, Timestamp, crossed
 from llmfoundry.config.validation import ConfigError, check_keys
 from llmfoundry.interfaces import Callback, MetricLogger, TrainState
+from llmfoundry.train.parallel import AUTOCAST_DTYPE
 
 log = logging.getLogger(__name__)
-
-_AUTOCAST = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16, 'amp_fp8': torch.bfloat16}
-
 
 def _check_generate_kwargs(kwargs: dict[str, Any]) -> None:
     check_keys(kwargs, GenerationConfig().to_dict(), 'callbacks.generate',
@@ -82,7 +80,7 @@ class Generate(Callback):
         was_training, padding_side = model.training, tokenizer.padding_side
         tokenizer.padding_side = 'left'  # generation appends on the right, so prompts must end aligned
         model.eval()
-        dtype = _AUTOCAST.get(state.config.precision)
+        dtype = AUTOCAST_DTYPE.get(state.config.precision)
         autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         rng_devices = [device] if device.type == 'cuda' else []
         synced = dist.is_initialized() and dist.get_world_size() > 1

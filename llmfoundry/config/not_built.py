@@ -1,7 +1,7 @@
 """The one table of llm-foundry keys whose features are not built here yet.
 
 Such a key is spelled right, so it must never read like a typo: setting it says the feature is not supported
-yet. Unset (absent or null) it is accepted and dropped, so llm-foundry YAMLs that carry `icl_tasks: null` load.
+yet. Unset (absent or null) it is accepted and dropped, so llm-foundry YAMLs that carry `profiler: null` load.
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ from typing import Any
 
 from .validation import ConfigError
 
-_ICL = 'in-context-learning (ICL) evaluation'
-_GAUNTLET = 'the evaluation gauntlet'
-
 
 def _not_yet(key: str, feature: str) -> str:
     return f'{key} is not supported yet ({feature} is not built); remove it (or set it to null) for now.'
@@ -22,11 +19,10 @@ def _not_yet(key: str, feature: str) -> str:
 
 # top-level key -> the error when it is set
 NOT_BUILT: dict[str, str] = {
-    'models': ('this looks like an llm-foundry evaluation YAML (it lists `models:`), and evaluation is not built '
-               'yet: `llmfoundry train` needs a training YAML (model:, train_loader:, optimizer:, ...).'),
-    **{key: _not_yet(key, _ICL) for key in ('icl_tasks', 'icl_tasks_str', 'icl_max_seq_len', 'icl_seq_len_buffer',
-                                           'icl_seq_len', 'icl_subset_num_batches')},
-    **{key: _not_yet(key, _GAUNTLET) for key in ('eval_gauntlet', 'eval_gauntlet_str')},
+    'models': ('this looks like an llm-foundry evaluation YAML (it lists `models:`): run it with `llmfoundry eval`; '
+               '`llmfoundry train` needs a training YAML (model:, train_loader:, optimizer:, ...).'),
+    **{key: (f'{key} is not supported yet: the ICL tasks\' length is icl_seq_len (default: max_seq_len); use that '
+             'instead, or remove it (or set it to null).') for key in ('icl_max_seq_len', 'icl_seq_len_buffer')},
     'tp_config': _not_yet('tp_config', 'tensor parallelism'),
     'profiler': _not_yet('profiler', 'the profiler'),
     'save_ignore_keys': _not_yet('save_ignore_keys', 'leaving keys out of a checkpoint'),

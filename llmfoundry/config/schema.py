@@ -38,6 +38,49 @@ class FSDPConfig:
 
 
 @dataclass
+class FP8Config:
+    """fp8_config: float8 training under precision: amp_fp8 (torchao's Float8Linear; applied by train/float8.py).
+
+    recipe: torchao's recipe name: tensorwise (one scale per tensor, fastest), rowwise (one scale per row, more
+    accurate), rowwise_with_gw_hp (rowwise, the weight gradient in bf16). enable_fsdp_float8_all_gather: FSDP2
+    gathers the float8 weights (half the bytes of bf16); tensorwise only. precompute_float8_dynamic_scale_for_fsdp:
+    one all-reduce after each optimizer step computes every weight's scale (needs the float8 all-gather).
+    min_features: a Linear layer runs in float8 only when both its sizes are at least this (float8.py says why).
+    fp8_format (TransformerEngine's key): HYBRID (e4m3 forward, e5m2 gradients; tensorwise) or E4M3 (e4m3
+    throughout). amax_history_len / amax_compute_algo (TransformerEngine's delayed scaling) have no effect: every
+    scale here comes from the tensor's current amax.
+    """
+
+    recipe: str = 'tensorwise'
+    enable_fsdp_float8_all_gather: bool = False
+    precompute_float8_dynamic_scale_for_fsdp: bool = False
+    min_features: int = 2048
+    fp8_format: str | None = None
+    amax_history_len: int | None = None
+    amax_compute_algo: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.recipe not in FP8_RECIPES:
+            raise ConfigError(f"fp8_config.recipe={self.recipe!r} is invalid; allowed: {', '.join(FP8_RECIPES)}.")
+        if self.enable_fsdp_float8_all_gather and self.recipe != 'tensorwise':
+            raise ConfigError(f'fp8_config.enable_fsdp_float8_all_gather: true needs recipe: tensorwise (torchao '
+                              f'gathers float8 weights with one scale per tensor only); recipe is {self.recipe}.')
+        if self.precompute_float8_dynamic_scale_for_fsdp and not self.enable_fsdp_float8_all_gather:
+            raise ConfigError('fp8_config.precompute_float8_dynamic_scale_for_fsdp: true needs '
+                              'enable_fsdp_float8_all_gather: true (it precomputes the scales of gathered weights).')
+        if self.min_features < 16 or self.min_features % 16:
+            raise ConfigError(f'fp8_config.min_features={self.min_features} must be a positive multiple of 16 '
+                              '(float8 matmuls need sizes divisible by 16).')
+        fp8_format = None if self.fp8_format is None else self.fp8_format.upper()
+        if fp8_format not in (None, 'HYBRID', 'E4M3'):
+            raise ConfigError(f'fp8_config.fp8_format={self.fp8_format!r} is invalid; allowed: HYBRID, E4M3.')
+        if fp8_format == 'HYBRID' and self.recipe != 'tensorwise':
+            raise ConfigError(f'fp8_config.fp8_format: HYBRID (e5m2 gradients) needs recipe: tensorwise; the '
+                              f'{self.recipe} recipe casts gradients to e4m3: remove fp8_format or set it to E4M3.')
+        self.fp8_format = fp8_format
+
+
+@dataclass
 class TrainConfig:
     # Components (each validated by its builder)
     model: dict[str, Any]
@@ -64,10 +107,19 @@ class TrainConfig:
     train_subset_num_batches: int = -1
     accumulate_train_batch_on_tokens: bool = True
 
+    # ICL tasks and the eval gauntlet at every evaluation (built by eval/during_training.py; docs/EVAL.md)
+    icl_tasks: list[dict[str, Any]] | str | None = None  # a list, or the path of a YAML file with `icl_tasks:`
+    icl_tasks_str: str | None = None  # llm-foundry's name for icl_tasks given as a path
+    icl_seq_len: int | None = None  # the tasks' default max_seq_len; None: max_seq_len
+    icl_subset_num_batches: int | None = None  # None: eval_subset_num_batches (when >= 0), as Composer does
+    eval_gauntlet: dict[str, Any] | str | None = None  # a mapping, or the path of a YAML file with `eval_gauntlet:`
+    eval_gauntlet_str: str | None = None  # llm-foundry's name for eval_gauntlet given as a path
+
     # System
     seed: int = 17
     precision: str = 'amp_bf16'
     fsdp_config: FSDPConfig | None = None
+    fp8_config: FP8Config | None = None  # precision: amp_fp8 only
     compile_config: dict[str, Any] | None = None
     dist_timeout: float = 600.0
     code_paths: list[str] | None = None
@@ -109,6 +161,7 @@ class TrainConfig:
                               'always averaged over the target tokens of the whole global batch.')
         if self.eval_loader is not None and self.eval_loaders is not None:
             raise ConfigError('Set either eval_loader or eval_loaders (a list, each with a label), not both.')
+        self._check_icl()
         if self.global_train_batch_size is None and self.device_train_batch_size is None:
             raise ConfigError('Set global_train_batch_size (or device_train_batch_size).')
         if self.precision not in PRECISIONS:
@@ -122,6 +175,19 @@ class TrainConfig:
         if self.autoresume and not self.run_name:
             raise ConfigError('autoresume: true needs a run_name, so a restarted job finds its own checkpoints.')
 
+    def _check_icl(self) -> None:
+        for key in ('icl_tasks', 'eval_gauntlet'):
+            if getattr(self, key) is not None and getattr(self, f'{key}_str') is not None:
+                raise ConfigError(f'Set either {key} or {key}_str (both name the same thing), not both.')
+        no_tasks = self.icl_tasks is None and self.icl_tasks_str is None
+        if no_tasks and (self.eval_gauntlet is not None or self.eval_gauntlet_str is not None):
+            raise ConfigError('eval_gauntlet needs icl_tasks (the benchmarks it scores); add icl_tasks or remove it.')
+        for key in ('icl_seq_len', 'icl_subset_num_batches'):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f'{key}={value} must be a positive integer (or null for the default).')
 
-PRECISIONS = ('fp32', 'amp_bf16', 'amp_fp16')
+
+PRECISIONS = ('fp32', 'amp_bf16', 'amp_fp16', 'amp_fp8')
+FP8_RECIPES = ('tensorwise', 'rowwise', 'rowwise_with_gw_hp')
 TOP_LEVEL_HINT = ' Free variables for interpolation belong under `variables:`.'

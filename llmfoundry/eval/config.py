@@ -7,17 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from llmfoundry.config.loading import load_yaml
+from llmfoundry.config.schema import FSDPConfig
 from llmfoundry.config.validation import ConfigError, from_dict
+from llmfoundry.train.parallel import sharding_strategy
 
 from .gauntlet import GauntletConfig, parse_gauntlet
-from .task_config import IclTaskConfig, parse_task, with_defaults
+from .task_config import IclTaskConfig, load_section, load_tasks
 
 NOT_BUILT = {
-    'eval_loader': 'plain LM-loss evaluation (eval_loader/eval_loaders) is not built in `llmfoundry eval`',
-    'eval_loaders': 'plain LM-loss evaluation (eval_loader/eval_loaders) is not built in `llmfoundry eval`',
-    'eval_subset_num_batches': 'plain LM-loss evaluation is not built in `llmfoundry eval`',
-    'fsdp_config': 'evaluation runs a full copy of the model on every rank; sharded evaluation is not built',
-    'callbacks': 'callbacks do not run during `llmfoundry eval`',
+    'callbacks': 'callbacks do not run during `llmfoundry eval` (remove the section)',
 }
 
 
@@ -33,7 +31,11 @@ class ModelEntry:
 class EvalConfig:
     max_seq_len: int
     device_eval_batch_size: int
-    icl_tasks: list[Any] | str
+    icl_tasks: list[Any] | str | None = None
+    eval_loader: dict[str, Any] | None = None  # plain LM loss: one loader, or
+    eval_loaders: list[dict[str, Any]] | None = None  # several, each with a `label`
+    eval_subset_num_batches: int = -1  # batches per eval loader (-1: all)
+    fsdp_config: FSDPConfig | None = None  # with several ranks: the model sharded with FSDP2
     models: list[dict[str, Any]] | None = None
     model: dict[str, Any] | None = None  # a single model: model + tokenizer (+ load_path, model_name)
     tokenizer: dict[str, Any] | None = None
@@ -66,7 +68,35 @@ def load_eval_config(path: str | Path, overrides: list[str] | None = None) -> tu
         if key in resolved:
             raise ConfigError(f"'{key}': {why}.")
     config = from_dict(EvalConfig, resolved)
-    return Evaluation(config, _models(config), _tasks(config), _gauntlet(config.eval_gauntlet)), resolved
+    _check_loaders(config)
+    tasks = [] if config.icl_tasks is None else load_tasks(config.icl_tasks, config.max_seq_len,
+                                                            config.device_eval_batch_size)
+    return Evaluation(config, _models(config), tasks, _gauntlet(config.eval_gauntlet)), resolved
+
+
+def _check_loaders(config: EvalConfig) -> None:
+    """What to evaluate besides ICL tasks: the eval loaders, their subset and the sharding."""
+    if config.icl_tasks is None and config.eval_loader is None and config.eval_loaders is None:
+        raise ConfigError("The eval config evaluates nothing: give 'icl_tasks' and/or 'eval_loader' / "
+                          "'eval_loaders' (plain LM loss).")
+    if config.eval_loader is not None and config.eval_loaders is not None:
+        raise ConfigError('Set either eval_loader or eval_loaders (a list, each with a label), not both.')
+    if config.eval_loaders is not None:
+        if not config.eval_loaders:
+            raise ConfigError("'eval_loaders' is empty: give a list of loader sections, each with a 'label'.")
+        for index, section in enumerate(config.eval_loaders):
+            if not isinstance(section, dict) or not isinstance(section.get('label'), str):
+                raise ConfigError(f"'eval_loaders[{index}]' needs a 'label' (a string): metrics are logged as "
+                                  'metrics/eval/{label}/LanguageCrossEntropy.')
+        labels = [section['label'] for section in config.eval_loaders]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ConfigError(f"'eval_loaders' labels must be unique; repeated: {', '.join(repeated)}.")
+    if config.fsdp_config is not None:
+        sharding_strategy(config.fsdp_config)  # a bad strategy is refused before any rank builds a model
+    if config.eval_subset_num_batches < -1 or config.eval_subset_num_batches == 0:
+        raise ConfigError(f'eval_subset_num_batches={config.eval_subset_num_batches}: use -1 (every batch) or a '
+                          'positive number of batches per eval loader.')
 
 
 def _models(config: EvalConfig) -> list[ModelEntry]:
@@ -84,30 +114,7 @@ def _models(config: EvalConfig) -> list[ModelEntry]:
     return [ModelEntry(name, config.model, config.tokenizer, config.load_path)]
 
 
-def _section_from_file(value: Any, key: str) -> Any:
-    """`value` itself, or when it is a path, the YAML file's `key` entry (llm-foundry's tasks/gauntlet files)."""
-    if not isinstance(value, str):
-        return value
-    content = load_yaml(value)
-    if key not in content:
-        raise ConfigError(f"'{key}'={value!r}: the file has no top-level '{key}' key.")
-    return content[key]
-
-
-def _tasks(config: EvalConfig) -> list[IclTaskConfig]:
-    entries = _section_from_file(config.icl_tasks, 'icl_tasks')
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError("'icl_tasks' must be a non-empty list of tasks (or the path of a YAML file holding one).")
-    tasks = [with_defaults(parse_task(entry, i), config.max_seq_len, config.device_eval_batch_size)
-             for i, entry in enumerate(entries)]
-    labels = [t.label for t in tasks]
-    duplicated = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicated:
-        raise ConfigError(f"'icl_tasks' labels must be unique; repeated: {', '.join(duplicated)}.")
-    return tasks
-
-
 def _gauntlet(value: Any) -> GauntletConfig | None:
     if value is None:
         return None
-    return parse_gauntlet(_section_from_file(value, 'eval_gauntlet'))
+    return parse_gauntlet(load_section(value, 'eval_gauntlet'))

@@ -29,9 +29,10 @@ class InContextLearningMetric:
         self.correct += float(correct)
         self.total += 1.0
 
-    def sync(self) -> None:
-        """Sum the counts over ranks (no-op in one process): every rank then computes the same value."""
-        counts = all_reduce_sum(torch.tensor([self.correct, self.total], dtype=torch.float64))
+    def sync(self, device: torch.device | str = 'cpu') -> None:
+        """Sum the counts over ranks (no-op in one process): every rank then computes the same value. `device` is
+        where the process group communicates (a CUDA device under nccl)."""
+        counts = all_reduce_sum(torch.tensor([self.correct, self.total], dtype=torch.float64, device=device))
         self.correct, self.total = counts.tolist()
 
     def compute(self) -> float:

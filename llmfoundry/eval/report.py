@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .gauntlet import GauntletConfig
+from .gauntlet import GauntletConfig, gauntlet_scores
 from .runner import TaskResult
 
 COLUMNS = ('Category', 'Benchmark', 'Subtask', 'Accuracy', 'Number few shot', 'Model')
@@ -18,6 +18,14 @@ def metric_names(results: Sequence[TaskResult]) -> dict[str, float]:
 def accuracy_pairs(results: Sequence[TaskResult]) -> list[tuple[str, float]]:
     """(evaluator name, value) of every accuracy metric: what the gauntlet aggregates."""
     return [(r.name, value) for r in results for metric, value in r.metrics.items() if 'Accuracy' in metric]
+
+
+def icl_metrics(results: Sequence[TaskResult], gauntlet: GauntletConfig | None) -> dict[str, float]:
+    """What one model's evaluation logs: every metric (metric_names), then the gauntlet's scores."""
+    metrics = metric_names(results)
+    if gauntlet is not None:
+        metrics.update(gauntlet_scores(gauntlet, accuracy_pairs(results), {r.name: r.size for r in results}))
+    return metrics
 
 
 def markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -50,6 +58,17 @@ def results_table(results: Sequence[TaskResult], model_name: str, gauntlet: Gaun
         rows.append([category, label, 'Average', sum(v for _, v in scores) / len(scores), shot_text, model_name])
         rows += [[category, None, sub, value, shot_text, model_name] for sub, value in scores]
     return markdown(COLUMNS, rows)
+
+
+def loss_table(losses: dict[str, float], model_name: str) -> str:
+    """One row per eval loader (its label; '' for a single eval_loader) of the `metrics/eval/...` LM-loss metrics."""
+    rows: dict[str, dict[str, float]] = {}
+    for name, value in losses.items():
+        prefix, metric = name.rsplit('/', 1)
+        rows.setdefault(prefix.removeprefix('metrics/eval').strip('/'), {})[metric] = value
+    columns = list(dict.fromkeys(metric for row in rows.values() for metric in row))
+    return markdown(['Eval loader', *columns, 'Model'],
+                    [[label, *(row.get(c) for c in columns), model_name] for label, row in rows.items()])
 
 
 def gauntlet_table(scores: dict[str, dict[str, float]], gauntlet: GauntletConfig) -> str:

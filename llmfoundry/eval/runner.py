@@ -1,5 +1,6 @@
 """Evaluate ICL tasks: read and check the task file, build examples per shot count (and category), let each
-rank score every world_size-th example, then sum the metric counts over ranks."""
+rank score every world_size-th example, then sum the metric counts over ranks. A model sharded with FSDP2 (the
+trainer's, during training) runs the same number of forward passes on every rank."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from llmfoundry.train.distributed import agree_on_errors
 
 from .metrics import METRICS, InContextLearningMetric
 from .prompts import Request
-from .scoring import continuation_logits, generate_answer
+from .scoring import continuation_logits, generate_answers, lockstep_count, precision_context
 from .task_config import IclTaskConfig
 from .task_file import TaskFileError, read_task_file, strip_strings
-from .tasks import Choices, IclTask, Prompt
+from .tasks import Choices, IclTask
 
 
 @dataclass(frozen=True)
@@ -86,27 +87,47 @@ def evaluate_task(model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: 
             if subset_num_batches is not None:
                 mine = mine[:subset_num_batches * config.batch_size]
             metrics = build_metrics(task)
+            # agreed before any forward: once a rank runs out of batches, the others must not still be gathering
+            _forward_in_lockstep(model, _passes(task, mine), info, precision)
             _score(model, tokenizer, task, mine, metrics, info.device, precision)
             for metric in metrics.values():
-                metric.sync()
+                metric.sync(info.device)
             size = int(next(iter(metrics.values())).total)
             results.append(TaskResult(config.label, num_fewshot, category,
                                       {name: metric.compute() for name, metric in metrics.items()}, size))
     return results
 
 
+def _forward_in_lockstep(model: nn.Module, passes: int, info: DistInfo, precision: str) -> None:
+    """An FSDP2 model gathers its parameters from every rank in each forward pass: a rank with fewer batches to
+    score than another first runs one-token passes (their output unused), so every rank runs as many."""
+    token = torch.zeros((1, 1), dtype=torch.long, device=info.device)
+    for _ in range(lockstep_count(model, passes, info.device) - passes):
+        with precision_context(precision, info.device):
+            model(input_ids=token, attention_mask=torch.ones_like(token, dtype=torch.bool))
+
+
+def _passes(task: IclTask, examples: list[Any]) -> int:
+    """The forward passes `_score` runs for `examples` (0 for generation: generate_answers agrees on its own)."""
+    if task.kind == 'generation':
+        return 0
+    requests = sum(len(e.requests) if isinstance(e, Choices) else 1 for e in examples)
+    return -(-requests // task.config.batch_size)  # continuation_logits' batches
+
+
 def _score(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: IclTask, examples: list[Any],
            metrics: dict[str, InContextLearningMetric], device: torch.device, precision: str) -> None:
+    """Score `examples` into `metrics`."""
     config = task.config
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     if task.kind == 'generation':
         kwargs = dict(config.generation_kwargs or {})
         max_new_tokens = kwargs.pop('max_new_tokens', max(task.max_answer_tokens, 1))
-        for prompt in examples:
-            assert isinstance(prompt, Prompt)
-            output = generate_answer(model, tokenizer, prompt.context, max_new_tokens=max_new_tokens,
-                                     stop_sequences=config.early_stopping_criteria, generation_kwargs=kwargs,
-                                     device=device, precision=precision)
+        outputs = generate_answers(model, tokenizer, [prompt.context for prompt in examples],
+                                   batch_size=config.batch_size, max_new_tokens=max_new_tokens,
+                                   stop_sequences=config.early_stopping_criteria, generation_kwargs=kwargs,
+                                   device=device, precision=precision)  # in lockstep itself when sharded
+        for prompt, output in zip(examples, outputs):
             for metric in metrics.values():
                 metric.update(output, prompt.labels, stop_sequences=config.early_stopping_criteria,
                               cot_delimiter=config.cot_delimiter, do_normalization=config.do_normalization)

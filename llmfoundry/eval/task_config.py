@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from llmfoundry.config.loading import load_yaml
 from llmfoundry.config.validation import ConfigError, from_dict
 
 # Keys llm-foundry accepts that need something this package does not have: say so instead of ignoring them.
@@ -64,3 +65,26 @@ def with_defaults(task: IclTaskConfig, max_seq_len: int, batch_size: int) -> Icl
     """The task with the eval config's max_seq_len and batch size where the task sets none."""
     return dataclasses.replace(task, max_seq_len=task.max_seq_len or max_seq_len,
                                batch_size=task.batch_size or batch_size)
+
+
+def load_section(value: Any, key: str) -> Any:
+    """`value` itself, or when it is a path, the YAML file's `key` entry (llm-foundry's tasks/gauntlet files)."""
+    if not isinstance(value, str):
+        return value
+    content = load_yaml(value)
+    if key not in content:
+        raise ConfigError(f"'{key}'={value!r}: the file has no top-level '{key}' key.")
+    return content[key]
+
+
+def load_tasks(value: Any, max_seq_len: int, batch_size: int) -> list[IclTaskConfig]:
+    """`icl_tasks` (a list, or the path of a YAML file holding one) with the config's defaults, labels unique."""
+    entries = load_section(value, 'icl_tasks')
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("'icl_tasks' must be a non-empty list of tasks (or the path of a YAML file holding one).")
+    tasks = [with_defaults(parse_task(entry, i), max_seq_len, batch_size) for i, entry in enumerate(entries)]
+    labels = [t.label for t in tasks]
+    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicated:
+        raise ConfigError(f"'icl_tasks' labels must be unique; repeated: {', '.join(duplicated)}.")
+    return tasks

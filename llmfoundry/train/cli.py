@@ -6,7 +6,8 @@ With --nproc the ranks are started directly with the variables torchrun and Comp
 WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT). A SIGTERM or SIGINT to this
 command is forwarded to every rank, which then finishes its batch, saves a checkpoint and exits 0; unlike
 torchrun (which exits non-zero after a signal and SIGKILLs its workers 30 s later) we wait --grace seconds and
-exit 0 when every rank did. If one rank fails, the others are stopped and its exit code is returned.
+exit 0 when every rank did. If one rank fails, the others are stopped and its exit code is returned. Each rank sizes
+its own CPU thread pools from LOCAL_WORLD_SIZE (train/distributed.py: configure_threads; OMP_NUM_THREADS overrides).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ def _start_ranks(nproc: int, argv: list[str], module: str) -> list[subprocess.Po
     for rank in range(nproc):
         env = {**os.environ, 'RANK': str(rank), 'WORLD_SIZE': str(nproc), 'LOCAL_RANK': str(rank),
                'LOCAL_WORLD_SIZE': str(nproc), 'NODE_RANK': '0', 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': port}
-        env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // nproc)))
         processes.append(subprocess.Popen([sys.executable, '-m', module, *argv], env=env))
     return processes
 

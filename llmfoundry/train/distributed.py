@@ -6,6 +6,7 @@ Every launcher we support sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MAS
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from collections.abc import Callable
@@ -20,11 +21,40 @@ from llmfoundry.interfaces import DistInfo
 T = TypeVar('T')
 
 
+def threads_per_rank(local_world_size: int, cpus: int | None = None) -> int:
+    """CPU threads for each of `local_world_size` ranks on this machine: OMP_NUM_THREADS when set, else the CPUs
+    this process may use (`cpus`, default its affinity) shared out evenly, at least one."""
+    value = os.environ.get('OMP_NUM_THREADS')
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f'OMP_NUM_THREADS={value!r} is invalid: set it to a positive number of threads per rank '
+                              '(or unset it: the CPUs are then shared out evenly between the ranks of a machine).')
+        return int(value)
+    cpus = len(os.sched_getaffinity(0)) if cpus is None else cpus
+    return max(1, cpus // local_world_size)
+
+
+def configure_threads(local_world_size: int) -> None:
+    """Size this rank's intra-op and inter-op thread pools (`threads_per_rank`) when several ranks share the
+    machine, whatever launched them: torch's default of one thread per core in every rank oversubscribes the cores
+    (on 2 cores, 2 ranks x 2 threads spend their time waiting for each other). Exported as OMP_NUM_THREADS for this
+    process's children (data-loader workers). One rank alone keeps torch's defaults."""
+    if local_world_size <= 1:
+        return
+    threads = threads_per_rank(local_world_size)
+    os.environ['OMP_NUM_THREADS'] = str(threads)
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already sized or started (a second run in one process)
+        torch.set_num_interop_threads(threads)
+
+
 def init_distributed(timeout_s: float, device: str | None = None) -> DistInfo:
-    """Join the process group the launcher described (gloo on CPU, nccl on CUDA); one process needs none."""
+    """Join the process group the launcher described (gloo on CPU, nccl on CUDA); one process needs none. Several
+    ranks on one machine share its CPUs (`configure_threads`)."""
     rank = int(os.environ.get('RANK', 0))
     world_size = int(os.environ.get('WORLD_SIZE', 1))
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
+    configure_threads(int(os.environ.get('LOCAL_WORLD_SIZE', world_size)))
     use_cuda = torch.cuda.is_available() if device is None else device.startswith('cuda')
     if use_cuda:
         torch.cuda.set_device(local_rank)

@@ -18,6 +18,7 @@ from torch import nn
 
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.validation import ConfigError
+from llmfoundry.interfaces import DistInfo
 from llmfoundry.models.accounting import count_parameters, flops_per_token
 from llmfoundry.models.builders import build_model
 from llmfoundry.models.mpt import MPTConfig
@@ -25,7 +26,7 @@ from llmfoundry.models.mpt import MPTConfig
 from .loaders import build_loader, loader_sections
 from .plan import plan_layout
 from .preflight import run_folder_for
-from .setup import check_inputs
+from .setup import build_evaluators, check_inputs
 
 # The world a launcher describes: a dry run is one process whatever the launcher said.
 LAUNCHER_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'NODE_RANK', 'GROUP_RANK')
@@ -50,6 +51,7 @@ def _one_process() -> Iterator[None]:
 def _check_and_describe(config: TrainConfig, world_size: int, say: Callable[[str], None]) -> None:
     run_name = config.run_name or os.environ.get('RUN_NAME') or '{run_name}'  # a real run picks a timestamped name
     tokenizer = check_inputs(config, run_name)
+    build_evaluators(config, tokenizer, DistInfo(0, world_size, 0, torch.device('cpu')))  # ICL task files
     loaders = ', '.join(path for path, _ in loader_sections(config))
     say(f'checked: data of {loaders}; load_path {config.load_path or "not set"}; run folder '
         f'{run_folder_for(config, run_name)} writable; tokenizer {config.tokenizer["name"]} '

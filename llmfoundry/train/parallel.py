@@ -21,9 +21,9 @@ forward, since the tied embedding / head is needed again as soon as backward sta
                  so that every strategy has the same interface: DTensor parameters, `set_requires_gradient_sync`,
                  the same mixed-precision policy and the same checkpoint code.
 
-mixed_precision -> `MixedPrecisionPolicy`, where `low` is the trainer's precision (amp_bf16: bfloat16, amp_fp16:
-float16, fp32: float32; so with precision fp32 every setting computes in fp32). Sharded (master) parameters and
-optimizer state are always float32.
+mixed_precision -> `MixedPrecisionPolicy`, where `low` is the trainer's precision (amp_bf16 and amp_fp8: bfloat16,
+amp_fp16: float16, fp32: float32; so with precision fp32 every setting computes in fp32). Sharded (master) parameters
+and optimizer state are always float32.
   PURE     param_dtype=low,  reduce_dtype=low      (compute and gradient reduction in low precision)
   DEFAULT  param_dtype=low,  reduce_dtype=float32  (compute in low precision, gradients reduced in fp32)
   FULL     param_dtype=fp32, reduce_dtype=float32  (no mixed precision in FSDP; autocast may still apply)
@@ -74,7 +74,9 @@ STRATEGIES = ('FULL_SHARD', 'SHARD_GRAD_OP', 'HYBRID_SHARD', 'NO_SHARD')
 RESHARD_AFTER_FORWARD = {'FULL_SHARD': True, 'SHARD_GRAD_OP': False, 'HYBRID_SHARD': True, 'NO_SHARD': False}
 DTYPES = {'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16, 'fp16': torch.float16, 'float16': torch.float16,
           'fp32': torch.float32, 'float32': torch.float32}
-LOW_PRECISION = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16, 'fp32': torch.float32}
+# precision -> autocast dtype (amp_fp8: the converted linears run in float8, see float8.py, the rest in bf16)
+AUTOCAST_DTYPE = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16, 'amp_fp8': torch.bfloat16}
+LOW_PRECISION = {**AUTOCAST_DTYPE, 'fp32': torch.float32}
 MIXED_PRECISION_DICT_KEYS = ('param_dtype', 'reduce_dtype', 'output_dtype', 'cast_forward_inputs', 'buffer_dtype',
                              'keep_low_precision_grads')
 # FSDP1 knob -> (its default, why a different value does nothing on FSDP2)
@@ -292,8 +294,9 @@ def parallelize(
         if mesh is None:
             return model
         device = torch.device(device)
+        # Gradients live in DDP's buckets (no copy into them before the all-reduce and back after it).
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None,
-                                       device_mesh=mesh)
+                                       device_mesh=mesh, gradient_as_bucket_view=True)
     # With cpu_offload the sharded parameters live on the CPU.
     home = torch.device('cpu') if fsdp.cpu_offload else torch.device(device)
     on_meta = any(p.is_meta for p in model.parameters())

@@ -1,4 +1,5 @@
-"""Checks before a run builds anything: every path it reads or writes, and the tokenizer.
+"""Checks before a run builds anything: every path it reads or writes, the tokenizer, and that the hardware
+can train at the config's precision (amp_fp8).
 
 A wrong path then fails in one line that names its config key, before a model is built or materialised and
 before anything is written (run folder, config.yaml, metrics.jsonl). Nothing is created by these checks.
@@ -6,10 +7,12 @@ before anything is written (run folder, config.yaml, metrics.jsonl). Nothing is 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from llmfoundry import storage
@@ -20,6 +23,7 @@ from llmfoundry.data.text_loader import check_local_data
 from llmfoundry.data.tokenizers import build_tokenizer
 
 from .checkpoint import check_load_path
+from .float8 import float8_hardware_problem
 from .loaders import loader_sections
 
 TOKENIZER_KEYS = ('name', 'kwargs')
@@ -51,6 +55,26 @@ def check_paths(config: TrainConfig, run_name: str) -> None:
         check_load_path(config.load_path, run_name)
     local_save = config.save_folder and not storage.is_remote(config.save_folder)
     check_writable(run_folder_for(config, run_name), 'save_folder' if local_save else 'run folder')
+
+
+def check_precision(config: TrainConfig, device: torch.device) -> None:
+    """precision: amp_fp8 needs torchao and a GPU with float8 tensor cores (train/float8.py); fp8_config needs
+    amp_fp8, and its float8 all-gather needs fsdp_config."""
+    if config.precision != 'amp_fp8':
+        if config.fp8_config is not None:
+            raise ConfigError(f'fp8_config is set but precision is {config.precision}: set precision: amp_fp8, or '
+                              'remove fp8_config.')
+        return
+    if config.fp8_config and config.fp8_config.enable_fsdp_float8_all_gather and config.fsdp_config is None:
+        raise ConfigError('fp8_config.enable_fsdp_float8_all_gather: true needs fsdp_config (FSDP2 does the '
+                          'all-gather); add fsdp_config or remove the key.')
+    problem = float8_hardware_problem(device)
+    if problem:
+        raise ConfigError(f'precision: amp_fp8 needs an NVIDIA GPU with float8 tensor cores (compute capability 8.9 '
+                          f'or newer: Ada, Hopper, Blackwell); {problem}. Use precision: amp_bf16 here.')
+    if importlib.util.find_spec('torchao') is None:
+        raise ConfigError("precision: amp_fp8 trains with torchao, which is not installed: pip install "
+                          "'llmfoundry[float8]' (or use precision: amp_bf16).")
 
 
 def remote_locations(config: TrainConfig) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +30,18 @@ from llmfoundry.interfaces import Callback, DistInfo, LoggerDestination, MetricL
 from llmfoundry.models.builders import build_model
 from llmfoundry.optim.optimizers import build_optimizer
 from llmfoundry.optim.schedulers import build_scheduler
-from llmfoundry.registry import callbacks, loggers
+from llmfoundry.registry import callbacks, evaluators, loggers
 
 from .algorithms import build_gradient_clipping
 from .checkpoint import CheckpointSaver, resume
 from .console import ConsoleLogger
 from .distributed import agree_on_errors
+from .float8 import convert_model
 from .jsonl import JSONLLogger
 from .loaders import build_loader, eval_sections
 from .parallel import build_mesh, parallelize, unwrapped_name
 from .plan import device_batch_sizes
-from .preflight import check_paths, load_tokenizer, run_folder_for
+from .preflight import check_paths, check_precision, load_tokenizer, run_folder_for
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,15 @@ def agree_on_run_name(config: TrainConfig) -> str:
 def build_callbacks(section: dict[str, Any] | None) -> list[Callback]:
     """`callbacks: {name: kwargs}`, each from the callbacks registry."""
     return [callbacks.build(name, kwargs, f'callbacks.{name}') for name, kwargs in (section or {}).items()]
+
+
+def build_evaluators(config: TrainConfig, tokenizer: PreTrainedTokenizerBase,
+                     info: DistInfo) -> list[Callable[[nn.Module], dict[str, float]]]:
+    """What every evaluation runs besides the eval loaders: the ICL tasks and gauntlet when icl_tasks is set
+    (registered in `evaluators` and built by eval/, which reads and checks every task file here)."""
+    if config.icl_tasks is None and config.icl_tasks_str is None:
+        return []
+    return [evaluators.get('icl_tasks', 'icl_tasks')(config, tokenizer, info)]
 
 
 def build_loggers(config: TrainConfig, run_folder: Path, run_name: str, max_duration: Time,
@@ -94,6 +105,7 @@ def prepare_model(config: TrainConfig, info: DistInfo) -> tuple[nn.Module, nn.Mo
     its weights do not depend on the world size and no rank ever holds the full model.
     """
     model = build_model(config.model)
+    convert_model(model, config)  # precision: amp_fp8: large Linear layers to float8, before parallelising
     mesh = build_mesh(config.fsdp_config, info.world_size, info.device.type) if info.world_size > 1 else None
     module = parallelize(model, config.fsdp_config, mesh, config.compile_config, config.precision, info.device)
     return model, module
@@ -141,7 +153,9 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
     hyperparameters = logged_config(config, resolved)
     if info.is_main:
         warn_no_op_keys(config)
+    agree_on_errors(lambda: check_precision(config, info.device), info)  # amp_fp8's GPU, before any build
     tokenizer = agree_on_errors(lambda: check_inputs(config, run_name), info)
+    extra_evaluators = agree_on_errors(lambda: build_evaluators(config, tokenizer, info), info)
     seed_everything(config.seed)
     run_folder = run_folder_for(config, run_name)
     max_duration = Time.parse(config.max_duration, 'max_duration')
@@ -182,4 +196,5 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
         saver.last_path = resumed_from
     return Trainer(config, state, module=module, train_loader=train_loader, eval_loaders=eval_loaders,
                    callbacks=build_callbacks(config.callbacks), logger=logger, scheduler=scheduler, clipping=clipping,
-                   eval_interval=eval_interval, console_interval=console_interval, saver=saver)
+                   eval_interval=eval_interval, console_interval=console_interval, saver=saver,
+                   evaluators=extra_evaluators)

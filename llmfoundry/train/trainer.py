@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import logging
 import math
 import time
@@ -37,6 +38,8 @@ from .batching import IGNORE_INDEX, count_targets, split_microbatches
 from .checkpoint import CheckpointSaver
 from .distributed import all_reduce_sum
 from .fault_injection import inject_faults, poison_loss
+from .float8 import after_optimizer_step
+from .loss_eval import evaluate_loss
 from .metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
 from .microbatch import (
     MicrobatchOutOfMemory,
@@ -45,7 +48,9 @@ from .microbatch import (
     halved,
     simulate_out_of_memory,
 )
+from .parallel import AUTOCAST_DTYPE
 from .preemption import StopSignals
+from .step_timing import StepTimer
 from .summary import divergence_summary, run_summary
 
 log = logging.getLogger(__name__)
@@ -86,6 +91,7 @@ class Trainer:
         eval_interval: Time,
         console_interval: Time,
         saver: CheckpointSaver | None = None,
+        evaluators: list[Callable[[nn.Module], dict[str, float]]] | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -100,10 +106,11 @@ class Trainer:
         self.eval_interval = eval_interval
         self.console_interval = console_interval
         self.saver = saver
+        self.evaluators = evaluators or []  # run after the eval loaders: model -> metrics (ICL tasks; setup.py)
         self.signals = StopSignals()
         self.phase = 'setup'  # what the loop is doing, for timeout reports
         self.last_eval_batch: int | None = None  # the batch count of the latest evaluation
-        self.autocast_dtype = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16}.get(config.precision)
+        self.autocast_dtype = AUTOCAST_DTYPE.get(config.precision)
         self.scaler = self._grad_scaler()
         self.train_metrics = [LanguageCrossEntropy(), LanguagePerplexity(), TokenAccuracy()]
         self.auto_microbatch = config.device_train_microbatch_size == 'auto'  # halves on out of memory
@@ -113,6 +120,8 @@ class Trainer:
                         'all-gather could hang the ranks when one runs out of memory; microbatch.py).')
         self.takes_sequence_id = 'sequence_id' in inspect.signature(state.model.forward).parameters
         self.fused_loss = has_fused_loss(state.model)  # model.loss_fn: fused_crossentropy (models/fused_loss.py)
+        self.timing = StepTimer(self.dist.device)  # time/<phase> metrics at the console interval (step_timing.py)
+        self.logs_batch = False  # whether the batch in progress crosses the console interval (its metrics are logged)
 
     def _grad_scaler(self) -> torch.amp.GradScaler | None:
         """amp_fp16's loss scaling. Under FSDP each rank checks only its gradient shards for inf/NaN: the sharded
@@ -152,22 +161,27 @@ class Trainer:
     def _train_step(self, batch: dict[str, torch.Tensor]) -> None:
         state, device = self.state, self.dist.device
         self.phase = f'training batch {state.timestamp.batch + 1}'
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        counts = torch.tensor([count_targets(batch['labels']), int(batch['attention_mask'].sum()),
-                               batch['input_ids'].shape[0]], dtype=torch.float64, device=device)
-        global_targets, global_tokens, global_samples = (int(v) for v in all_reduce_sum(counts).tolist())
+        with self.timing.phase('data_wait'):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with self.timing.phase('communication'):
+            counts = torch.tensor([count_targets(batch['labels']), int(batch['attention_mask'].sum()),
+                                   batch['input_ids'].shape[0]], dtype=torch.float64, device=device)
+            global_targets, global_tokens, global_samples = (int(v) for v in all_reduce_sum(counts).tolist())
         if global_targets == 0:
             raise RuntimeError(f'batch {state.timestamp.batch + 1} has no target tokens on any rank.')
+        after = state.timestamp.after_batch(samples=global_samples, tokens=global_tokens)
+        self.logs_batch = crossed(state.timestamp, after, self.console_interval, state.max_duration)
         loss_sum = self._step_with_retries(batch, global_targets)
-        state.optimizer.zero_grad(set_to_none=True)
         if self.signals.received:
             state.request_stop(f'received {self.signals.received}: saving and exiting')
-        stop = torch.tensor([loss_sum.item(), float(state.stop_reason is not None)], dtype=torch.float64,
-                            device=device)
-        total_loss, stop_votes = all_reduce_sum(stop).tolist()
+        with self.timing.phase('communication'):
+            stop = torch.tensor([loss_sum.item(), float(state.stop_reason is not None)], dtype=torch.float64,
+                                device=device)
+            total_loss, stop_votes = all_reduce_sum(stop).tolist()
+        self.timing.batch_done()
         state.loss = total_loss / global_targets
         state.batch_samples, state.batch_tokens = global_samples, global_tokens
-        state.timestamp = state.timestamp.after_batch(samples=global_samples, tokens=global_tokens)
+        state.timestamp = after
         if stop_votes and state.stop_reason is None:
             state.stop_reason = 'another rank asked to stop'
 
@@ -179,8 +193,11 @@ class Trainer:
         state = self.state
         while True:
             try:
-                loss_sum = self._accumulate(batch, global_targets)
-                self._optimizer_step()
+                with self.timing.phase('forward_backward'):
+                    loss_sum = self._accumulate(batch, global_targets)
+                with self.timing.phase('optimizer'):
+                    self._optimizer_step()
+                    state.optimizer.zero_grad(set_to_none=True)
                 return loss_sum
             except MicrobatchOutOfMemory:
                 state.optimizer.zero_grad(set_to_none=True)
@@ -203,9 +220,12 @@ class Trainer:
                 self.scaler.update()
             else:
                 state.optimizer.step()
+        after_optimizer_step(self.config, state.model)  # amp_fp8 with float8 all-gather: the next scales
 
     def _accumulate(self, batch: dict[str, torch.Tensor], global_targets: int) -> torch.Tensor:
-        """Forward and backward of every microbatch (gradients accumulate); this rank's summed loss."""
+        """Forward and backward of every microbatch (gradients accumulate); this rank's summed loss. The train
+        metrics are those of the latest batch, so they are computed only for a batch that logs them (TokenAccuracy's
+        argmax over the logits is as costly as a large matmul, and counting targets waits for the device)."""
         state, device = self.state, self.dist.device
         for metric in self.train_metrics:
             metric.reset()
@@ -220,6 +240,8 @@ class Trainer:
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
                 simulate_out_of_memory(self.dist.rank, state.timestamp.batch + 1, micro['input_ids'].shape[0])
             loss_sum += summed.detach().double()
+            if not self.logs_batch:
+                continue
             targets = count_targets(micro['labels'])
             for metric in self.train_metrics:
                 if isinstance(metric, LanguageCrossEntropy):  # perplexity too: reuse the loss, no second pass
@@ -240,25 +262,21 @@ class Trainer:
         return self.module.no_sync()
 
     # ----- evaluation ----------------------------------------------------------------------------
+    @property
+    def evaluates(self) -> bool:
+        """Whether an evaluation has anything to run: eval loaders or evaluators (ICL tasks)."""
+        return bool(self.eval_loaders or self.evaluators)
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         model = self.state.model
         self.phase = f'evaluation after batch {self.state.timestamp.batch}'
         was_training = model.training
         model.eval()
-        results: dict[str, float] = {}
-        for label, loader in self.eval_loaders:
-            metrics = [LanguageCrossEntropy(), LanguagePerplexity(), TokenAccuracy()]
-            for index, batch in enumerate(loader):
-                if 0 <= self.config.eval_subset_num_batches <= index:
-                    break
-                batch = {k: v.to(self.dist.device) for k, v in batch.items()}
-                logits = self._forward(model, batch)
-                for metric in metrics:
-                    metric.update(logits, batch['labels'])
-            for metric in metrics:
-                metric.sync()
-                results[metric_name('eval', metric, label)] = metric.compute()
+        results = evaluate_loss(lambda batch: self._forward(model, batch), self.eval_loaders, self.dist.device,
+                                self.config.eval_subset_num_batches)
+        for evaluator in self.evaluators:
+            results.update(evaluator(model))
         model.train(was_training)
         self.last_eval_batch = self.state.timestamp.batch
         self.logger.log(results, self.state.timestamp)
@@ -284,8 +302,11 @@ class Trainer:
         return min(total, subset) if subset >= 0 else total
 
     def _epoch_batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        for index, batch in enumerate(self.train_loader):
-            if 0 <= self.config.train_subset_num_batches <= index:
+        batches = iter(self.train_loader)
+        for index in itertools.count():
+            with self.timing.phase('data_wait'):
+                batch = next(batches, None)
+            if batch is None or 0 <= self.config.train_subset_num_batches <= index:
                 return
             yield batch
 
@@ -295,6 +316,7 @@ class Trainer:
         for metric in self.train_metrics:
             metric.sync()
             metrics[metric_name('train', metric)] = metric.compute()
+        metrics.update(self.timing.metrics())
         self.logger.log(metrics, state.timestamp)
 
     def fit(self) -> TrainState:
@@ -314,7 +336,7 @@ class Trainer:
         started, first_batch = time.monotonic(), state.timestamp.batch
         state.model.train()
         self._event('fit_start')
-        if self.config.eval_first and self.eval_loaders:
+        if self.config.eval_first and self.evaluates:
             self.evaluate()
         with self.signals:
             while not self._done():
@@ -340,7 +362,7 @@ class Trainer:
         trained, e.g. a restart after the end). Not after a stop request: a preempted run must exit quickly, and
         a diverged one has nothing worth measuring."""
         just_evaluated = self.last_eval_batch == self.state.timestamp.batch
-        if self.eval_loaders and trained and self.state.stop_reason is None and not just_evaluated:
+        if self.evaluates and trained and self.state.stop_reason is None and not just_evaluated:
             self.evaluate()
 
     def _save_at_end(self) -> str | None:
@@ -386,10 +408,11 @@ class Trainer:
         self._train_step(batch)
         if not math.isfinite(state.loss):
             log.warning('batch %d: loss is %s', state.timestamp.batch, state.loss)
-        if crossed(previous, state.timestamp, self.console_interval, state.max_duration):
-            self._log_train()
-        self._event('after_train_batch')  # divergence monitors first: no batch_end exports a diverged state
-        self._event('batch_end')
+        with self.timing.phase('logging'):
+            if self.logs_batch:
+                self._log_train()
+            self._event('after_train_batch')  # divergence monitors first: no batch_end exports a diverged state
+            self._event('batch_end')
         self._evaluate_and_save(previous)
         inject_faults(self.dist.rank, state.timestamp.batch)
 
@@ -398,7 +421,7 @@ class Trainer:
         state = self.state
         if state.diverged:
             return
-        if self.eval_loaders and crossed(previous, state.timestamp, self.eval_interval, state.max_duration):
+        if self.evaluates and crossed(previous, state.timestamp, self.eval_interval, state.max_duration):
             self.evaluate()
         if self.saver:
             self.phase = f'checkpoint after batch {state.timestamp.batch}'

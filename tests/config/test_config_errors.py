@@ -51,13 +51,11 @@ def test_at_most_three_suggestions():
 
 
 NOT_BUILT_CASES = [
-    ('icl_max_seq_len=1024', 'icl_max_seq_len is not supported yet (in-context-learning (ICL) evaluation is not '
-                             'built); remove it (or set it to null) for now.'),
-    ('icl_seq_len_buffer=1', 'icl_seq_len_buffer is not supported yet (in-context-learning (ICL) evaluation'),
-    ('icl_tasks=[{label: hellaswag}]', 'icl_tasks is not supported yet (in-context-learning (ICL) evaluation'),
-    ('eval_gauntlet={weighting: EQUAL}', 'eval_gauntlet is not supported yet (the evaluation gauntlet is not built)'),
-    ('models=[{model_name: mpt}]', 'this looks like an llm-foundry evaluation YAML (it lists `models:`), and '
-                                   'evaluation is not built yet: `llmfoundry train` needs a training YAML'),
+    ('icl_max_seq_len=1024', "icl_max_seq_len is not supported yet: the ICL tasks' length is icl_seq_len (default: "
+                             'max_seq_len); use that instead, or remove it (or set it to null).'),
+    ('icl_seq_len_buffer=1', "icl_seq_len_buffer is not supported yet: the ICL tasks' length is icl_seq_len"),
+    ('models=[{model_name: mpt}]', 'this looks like an llm-foundry evaluation YAML (it lists `models:`): run it with '
+                                   '`llmfoundry eval`; `llmfoundry train` needs a training YAML'),
 ]
 
 
@@ -78,9 +76,9 @@ def test_an_evaluation_yaml_is_recognised_before_its_missing_training_keys(tmp_p
 
 def test_unset_keys_of_features_not_built_are_accepted_and_dropped():
     load_train_config(TINY_YAML, ['icl_tasks=null', 'eval_gauntlet=null', 'profiler=null'])
-    raw = {'icl_tasks': None, 'profiler': None, 'seed': 1}
+    raw = {'tp_config': None, 'profiler': None, 'seed': 1}
     assert without_unset(raw) == {'seed': 1}
-    assert raw == {'icl_tasks': None, 'profiler': None, 'seed': 1}  # the caller's mapping is left alone
+    assert raw == {'tp_config': None, 'profiler': None, 'seed': 1}  # the caller's mapping is left alone
 
 
 def test_every_not_built_message_names_its_key_or_the_eval_yaml():

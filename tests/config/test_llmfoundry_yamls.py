@@ -29,7 +29,6 @@ OURS = sorted((REPO / 'yamls' / 'pretrain').glob('*.yaml'))
 FINETUNE_RECIPES = sorted((REPO / 'yamls' / 'finetune').glob('mpt-7b-*.yaml'))
 SHIPPED = REPO / 'yamls' / 'finetune' / 'data'
 
-ICL = r'icl_tasks is not supported yet \(in-context-learning \(ICL\) evaluation is not built\)'
 MOE = r'mixture-of-experts \(MoE\) models are not supported'
 DBRX = r'model\.pretrained_model_name_or_path=.*tiny-dbrx \(a dbrx model\): ' + MOE
 # fixture -> (the model folder it uses, None when accepted or the refusal's pattern)
@@ -41,7 +40,7 @@ CASES = {
     'pretrain-llama.yaml': ('llama', None),
     'finetune-mistral-domain-adapt.yaml': ('mistral', None),
     'pretrain-testing-moe.yaml': (None, r'model\.ffn_config\.ffn_type=mb_dmoe: ' + MOE),
-    'pretrain-gpt-neo-125m-eval.yaml': ('gpt2', ICL),
+    'pretrain-gpt-neo-125m-eval.yaml': ('gpt2', None),
     'finetune-1b-local-data-sft.yaml': (None, None),
     'finetune-mpt-7b-dolly-sft.yaml': (None, None),
     'finetune-llama-3-8b-dolly-sft.yaml': ('llama', None),
@@ -62,6 +61,7 @@ FINETUNING_DATA = {
     'finetune-llama-lora.yaml': HUB_TO_JSONL,
 }
 FINETUNING_MDS_CASE = 'finetune-gpt2-arc-easy-cpu-streaming.yaml'  # variables.data_local is the finetuning MDS
+ICL_CASE = 'pretrain-gpt-neo-125m-eval.yaml'  # its icl_tasks read ./local-data/piqa.jsonl
 # Small enough for a dry run's first batch on the tiny corpus, whatever the YAML's production batch.
 SMALL_BATCH = ['global_train_batch_size=4', 'device_train_microbatch_size=2']
 HF_CONFIGS = {
@@ -130,6 +130,9 @@ def test_llmfoundry_recipe_shape(name, capsys, mds, finetuning_mds, tokenizer_di
     folder, refusal = CASES[name]
     monkeypatch.chdir(tmp_path)  # the YAMLs' relative placeholders resolve here, and nothing is written
     data = finetuning_mds if name == FINETUNING_MDS_CASE else mds
+    if name == ICL_CASE:
+        (tmp_path / 'local-data').mkdir()
+        (tmp_path / 'local-data' / 'piqa.jsonl').write_text('{"query": "q", "choices": ["a", "b"], "gold": 0}\n')
     overrides = [f'variables.data_local={data}', f'tokenizer.name={tokenizer_dir}', *SMALL_BATCH,
                  *FINETUNING_DATA.get(name, [])]
     if folder:

@@ -49,6 +49,6 @@ def test_dense_models_pass(tmp_path):
 
 
 def test_moe_is_named_before_icl_and_finetuning():
-    config = {'model': {'name': 'mpt_causal_lm', 'ffn_config': {'ffn_type': 'mb_moe'}}, 'icl_seq_len': 1024,
+    config = {'model': {'name': 'mpt_causal_lm', 'ffn_config': {'ffn_type': 'mb_moe'}}, 'icl_max_seq_len': 1024,
               'train_loader': {'name': 'finetuning'}}
     assert refusal(config) == 'model.ffn_config.ffn_type=mb_moe' + MOE

@@ -70,8 +70,9 @@ def test_eval_writes_table_and_metrics_and_two_ranks_agree(eval_yaml: Path, tmp_
     # the same numbers from the library, on a model built the same way
     evaluation, _ = load_eval_config(eval_yaml)
     seed_everything(3)
-    model, tokenizer = build_eval_model(evaluation.models[0], torch.device('cpu'))
-    results = evaluate_model(evaluation, model, tokenizer, DistInfo(0, 1, 0, torch.device('cpu')))
+    info = DistInfo(0, 1, 0, torch.device('cpu'))
+    model, tokenizer = build_eval_model(evaluation.models[0], info)
+    results = evaluate_model(evaluation, model, tokenizer, info)
     expected = {f'metrics/{r.name}/{m}': v for r in results for m, v in r.metrics.items()}
     assert set(expected) == {
         'metrics/lm/0-shot/one/InContextLearningLMAccuracy', 'metrics/lm/0-shot/two/InContextLearningLMAccuracy',
@@ -103,6 +104,6 @@ def test_unknown_and_unbuilt_keys_are_refused(eval_yaml: Path, tmp_path: Path, c
     monkeypatch.chdir(tmp_path)
     assert llmfoundry_main(['eval', str(eval_yaml), 'max_seq_length=3']) == 2
     assert "unknown key 'max_seq_length'; did you mean 'max_seq_len'?" in capsys.readouterr().err
-    assert llmfoundry_main(['eval', str(eval_yaml), 'eval_loader.name=text']) == 2
-    assert "'eval_loader': plain LM-loss evaluation" in capsys.readouterr().err
+    assert llmfoundry_main(['eval', str(eval_yaml), 'callbacks.speed_monitor.window_size=2']) == 2
+    assert "'callbacks': callbacks do not run during `llmfoundry eval`" in capsys.readouterr().err
     assert not (tmp_path / 'runs').exists()
