@@ -11,10 +11,12 @@ from llmfoundry.config.validation import ConfigError, from_dict
 
 # Keys llm-foundry accepts that need something this package does not have: say so instead of ignoring them.
 NOT_BUILT = {
-    'pass_at_k': 'code evaluation (pass@k) is not built',
+    'pass_at_k': 'code evaluation (pass@k) is not built; only the default, 1, runs',
+    'generations_per_sample': 'code evaluation (several generations per sample) is not built; only 1 runs',
     'hf_loading_vars': 'hf:// task datasets are not supported; download the JSONL file and give its path',
     'hf_parsing_map': 'hf:// task datasets are not supported; download the JSONL file and give its path',
 }
+SINGLE_SAMPLE_KEYS = ('pass_at_k', 'generations_per_sample')
 
 
 @dataclass
@@ -46,6 +48,9 @@ def parse_task(entry: Any, index: int) -> IclTaskConfig:
     if not isinstance(entry, dict):
         raise ConfigError(f"'{path}' must be a mapping, got {type(entry).__name__}.")
     entry = dict(entry)
+    for key in SINGLE_SAMPLE_KEYS:  # llm-foundry's defaults, spelled out: nothing to build
+        if entry.get(key) == 1:
+            del entry[key]
     for key, why in NOT_BUILT.items():
         if key in entry:
             raise ConfigError(f"'{path}.{key}': {why}.")
