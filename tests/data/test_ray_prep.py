@@ -251,44 +251,14 @@ def test_json_and_hf_groups_match_local(cluster, corpus_docs, tmp_path, capsys, 
     # The hub path on the same files: one streaming shard per file, 3 groups of 2 shards, the same rows.
     data_files = [arg for p in sorted(inputs.glob('*.jsonl')) for arg in ('--data_files', str(p))]
     hf_out = tmp_path / 'hf'
+    hf_args = ['convert_dataset_hf', '--dataset', 'json', *data_files, '--out_root', str(hf_out), '--num-tasks', '3',
+               *ray_flags, *flags]  # fmt: skip
     capsys.readouterr()
-    assert (
-        prep_main(
-            [
-                'convert_dataset_hf',
-                '--dataset',
-                'json',
-                *data_files,
-                '--out_root',
-                str(hf_out),
-                '--num-tasks',
-                '3',
-                *ray_flags,
-                *flags,
-            ]
-        )
-        == 0
-    )
+    assert prep_main(hf_args) == 0
     assert read_rows(str(hf_out / 'train')) == expected
     assert sorted(p.name for p in (hf_out / 'train').glob('group_*')) == ['group_00000', 'group_00001', 'group_00002']
     # A rerun finds the job complete and redoes nothing.
-    assert (
-        prep_main(
-            [
-                'convert_dataset_hf',
-                '--dataset',
-                'json',
-                *data_files,
-                '--out_root',
-                str(hf_out),
-                '--num-tasks',
-                '3',
-                *ray_flags,
-                *flags,
-            ]
-        )
-        == 0
-    )
+    assert prep_main(hf_args) == 0
     assert '(3 groups were already complete)' in capsys.readouterr().out
 
 

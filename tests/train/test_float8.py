@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from config_stub import stub_train_config
 from ranks import collect_from_ranks
 from test_train_e2e import MPT_SIZE, TINY_YAML, overrides, read_metrics, train_losses
 from tiny_hf import TINY_CONFIGS
@@ -22,7 +23,7 @@ from transformers import LlamaForCausalLM
 
 import llmfoundry
 from llmfoundry.config.schema import FP8Config, TrainConfig
-from llmfoundry.config.validation import ConfigError, from_dict
+from llmfoundry.config.validation import ConfigError
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 from llmfoundry.train.entry import main as train
 from llmfoundry.train.float8 import after_optimizer_step, convert_model, float8_linear_config, float8_targets
@@ -36,37 +37,15 @@ NO_FLOAT8_GPU = (
 
 
 def train_config(precision: str = 'amp_fp8', **keys) -> TrainConfig:
-    raw = dict(
-        model={},
-        tokenizer={},
-        optimizer={},
-        scheduler={},
-        train_loader={},
-        max_duration='1ba',
-        max_seq_len=32,
-        global_train_batch_size=1,
-        precision=precision,
-        compile_config={},
-    )
-    return from_dict(TrainConfig, raw | keys)
+    return stub_train_config(precision=precision, compile_config={}, **keys)
 
 
-def tiny_mpt(hidden_ratio: float = 4) -> MPTForCausalLM:
+def tiny_mpt(hidden_ratio: float = 4, **config) -> MPTForCausalLM:
     """d_model 64 with an untied head (64 x 64: divisible by 16, so only the head rule keeps it in bf16)."""
     torch.manual_seed(0)
-    return MPTForCausalLM(
-        MPTConfig(
-            d_model=64,
-            n_heads=4,
-            n_layers=2,
-            vocab_size=64,
-            max_seq_len=32,
-            no_bias=True,
-            expansion_ratio=hidden_ratio,
-            tie_word_embeddings=False,
-            attn_config={'attn_impl': 'torch'},
-        )
-    )
+    config = {'tie_word_embeddings': False, **config}
+    return MPTForCausalLM(MPTConfig(d_model=64, n_heads=4, n_layers=2, vocab_size=64, max_seq_len=32, no_bias=True,
+                                    expansion_ratio=hidden_ratio, attn_config={'attn_impl': 'torch'}, **config))
 
 
 def block_names(prefix: str, *layers: str) -> set[str]:
@@ -245,19 +224,7 @@ def sharded_float8_steps(rank: int, world_size: int, results: dict) -> None:
 def meta_mpt() -> MPTForCausalLM:
     """Built on meta: materialised from per-parameter seeds (drawn from torch's seed), the same weights on any
     number of ranks."""
-    torch.manual_seed(0)
-    return MPTForCausalLM(
-        MPTConfig(
-            d_model=64,
-            n_heads=4,
-            n_layers=2,
-            vocab_size=64,
-            max_seq_len=32,
-            no_bias=True,
-            init_device='meta',
-            attn_config={'attn_impl': 'torch'},
-        )
-    )
+    return tiny_mpt(init_device='meta', tie_word_embeddings=True)
 
 
 def rank_ids(rank: int) -> torch.Tensor:

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from config_stub import stub_train_config
 from test_trainer_step import batches, make_trainer
 from transformers import AutoTokenizer
 
 from llmfoundry.cli import main as llmfoundry_main
 from llmfoundry.config.loading import load_train_config
 from llmfoundry.config.schema import TrainConfig
-from llmfoundry.config.validation import ConfigError, from_dict
+from llmfoundry.config.validation import ConfigError
 from llmfoundry.eval.during_training import IclEvaluator
 from llmfoundry.interfaces import Callback, DistInfo
 from llmfoundry.train.entry import main as train
@@ -270,19 +271,8 @@ def test_a_missing_task_file_fails_the_dry_run_naming_the_file(mds_dir, tokenize
 
 
 def icl_config(**keys) -> TrainConfig:
-    raw = dict(
-        model={},
-        tokenizer={},
-        optimizer={},
-        scheduler={},
-        train_loader={},
-        max_duration='1ba',
-        max_seq_len=64,
-        global_train_batch_size=2,
-        device_eval_batch_size=3,
-        eval_subset_num_batches=5,
-    )
-    return from_dict(TrainConfig, {**raw, **keys})
+    return stub_train_config(max_seq_len=64, global_train_batch_size=2, device_eval_batch_size=3,
+                             eval_subset_num_batches=5, **keys)
 
 
 def test_llm_foundry_defaults_and_the_str_keys(tokenizer_dir, tmp_path):
