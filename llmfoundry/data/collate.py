@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-IGNORE_INDEX = -100  # labels at padding: skipped by cross-entropy (the model shifts labels itself)
+from llmfoundry.data.labels import IGNORE_INDEX  # also imported from here by the trainer and metrics
 
 
 def sequence_ids(

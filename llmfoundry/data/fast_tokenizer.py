@@ -58,6 +58,7 @@ class ConversionTokenizer(Protocol):
 
     eos_token: str | None
     eos_token_id: int | None
+    bos_token_id: int | None
 
     def encode_batch(self, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]: ...
 
@@ -65,10 +66,11 @@ class ConversionTokenizer(Protocol):
 class FastTokenizer:
     """A `tokenizers.Tokenizer` set up as transformers' fast tokenizer class would set it up."""
 
-    def __init__(self, backend: Any, eos_token: str | None, source: str) -> None:
+    def __init__(self, backend: Any, eos_token: str | None, source: str, bos_token: str | None = None) -> None:
         self.backend = backend
         self.eos_token = eos_token
         self.eos_token_id = backend.token_to_id(eos_token) if eos_token is not None else None
+        self.bos_token_id = backend.token_to_id(bos_token) if bos_token is not None else None
         self.source = source
         # encode_batch_fast (tokenizers>=0.21) skips the character offsets data prep never uses
         self._encode = getattr(backend, 'encode_batch_fast', backend.encode_batch)
@@ -84,6 +86,7 @@ class TransformersTokenizer:
         self.tokenizer = tokenizer
         self.eos_token = tokenizer.eos_token
         self.eos_token_id = tokenizer.eos_token_id
+        self.bos_token_id = tokenizer.bos_token_id
         if tokenizer.is_fast:  # what tokenizer(texts) does before encoding: truncation and padding off
             tokenizer.backend_tokenizer.no_truncation()
             tokenizer.backend_tokenizer.no_padding()
@@ -178,7 +181,7 @@ def load_fast(folder: str, kwargs: dict[str, Any], name: str | None = None) -> F
         bos, eos = specials.get('bos_token'), specials.get('eos_token')
         if not _set_neox_post_processor(backend, bos, eos, config):
             return None
-    return FastTokenizer(backend, specials.get('eos_token'), name)
+    return FastTokenizer(backend, specials.get('eos_token'), name, specials.get('bos_token'))
 
 
 def _unsupported(folder: str, kwargs: dict[str, Any]) -> str | None:

@@ -7,12 +7,15 @@ Each row is a fresh interpreter, median of --repeat runs ("startup s"):
 - `import path`: process start until the modules the command's work needs are imported (with the tokenizer
   loader for conversions), then `os._exit` so interpreter teardown is not counted.
 - `(run, 8 docs)`: the whole command converting 8 small documents (a tokenizer.json tokenizer trained here,
-  local output): startup plus milliseconds of conversion.
+  local output): startup plus milliseconds of conversion. convert_finetuning_dataset converts 8 prompt/response
+  examples, as text (no --tokenizer) and tokenized.
 - `tokenizer train (run, 1 MB)`: the whole command, startup = wall - the training time it reports.
 "before" runs the same path plus the imports the code made before: transformers' tokenizer class for
 `tokenizer train`; for the conversions mosaicml-streaming's MDSWriter (`streaming/__init__.py` imports torch
 and transformers) and transformers' AutoTokenizer, which they imported until llmfoundry.data.mds_writer and
-llmfoundry.data.fast_tokenizer replaced them. The `floor:` rows are those libraries alone.
+llmfoundry.data.fast_tokenizer replaced them (convert_finetuning_dataset: torch through its masking module and
+datasets' streaming dataset, transformers through its tokenising modules). The `floor:` rows are those libraries
+alone.
 """
 
 from __future__ import annotations
@@ -116,6 +119,9 @@ def _conversions(tmp: Path, docs: list[str], tokenizer: str) -> dict[str, list[s
         'convert_finetuning_dataset (run, 8 docs, text)': [
             'data-prep', 'convert_finetuning_dataset', '--dataset', 'json', '--data_files', str(chat), '--splits',
             'train', '--skip-preprocessing', '--out_root', '{out}'],
+        'convert_finetuning_dataset (run, 8 docs, tokenized)': [
+            'data-prep', 'convert_finetuning_dataset', '--dataset', 'json', '--data_files', str(chat), '--splits',
+            'train', '--skip-preprocessing', '--out_root', '{out}', '--tokenizer', tokenizer, '--max_seq_len', '256'],
     }  # fmt: skip
 
 

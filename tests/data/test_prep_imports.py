@@ -3,11 +3,13 @@
 `llmfoundry tokenizer train` needs only `tokenizers`: no torch, no transformers. The MDS conversions with a
 tokenizer.json tokenizer need neither, nor mosaicml-streaming (whose `__init__` imports torch and
 transformers): shards come from llmfoundry.data.mds_writer, token ids from llmfoundry.data.fast_tokenizer.
+convert_finetuning_dataset on prompt/response data likewise (chat data needs transformers for its template).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +126,61 @@ def test_conversions_import_no_torch_transformers_streaming(
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {'code': 0, 'heavy': []}
     dataset = out / 'train' if command == 'convert_dataset_hf' else out
     assert read_rows(str(dataset)) == expected_rows(docs, tokenizer, 32, eos_text=eos)
+
+
+def _bos_tokenizer(tokenizer_dir: str, out: Path) -> str:
+    """The session tokenizer as GPTNeoX with add_bos_token and its own BOS (<|padding|>, id 1): every encoding
+    starts with BOS, so the converter must drop the response's by id."""
+    shutil.copytree(tokenizer_dir, out)
+    config = json.loads((out / 'tokenizer_config.json').read_text())
+    config.update(tokenizer_class='GPTNeoXTokenizerFast', add_bos_token=True, bos_token='<|padding|>')
+    (out / 'tokenizer_config.json').write_text(json.dumps(config))
+    return str(out)
+
+
+@pytest.mark.parametrize('bos', [False, True], ids=['plain', 'bos'])
+def test_finetuning_conversion_imports_neither_torch_nor_transformers(
+    bos: bool, tmp_path: Path, corpus_docs: list[str], tokenizer_dir: str, subprocess_env: dict,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """convert_finetuning_dataset on prompt/response JSONL with a tokenizer.json tokenizer, in a fresh interpreter:
+    the turns are transformers' ids (an example that cannot train at --max_seq_len is dropped), and the shards
+    are byte for byte those of the same conversion with transformers' tokenizer."""
+    from transformers import AutoTokenizer
+
+    from llmfoundry.data.prep import finetuning
+    from llmfoundry.data.tokenizers import build_tokenizer
+
+    tok_dir = _bos_tokenizer(tokenizer_dir, tmp_path / 'bos-tok') if bos else tokenizer_dir
+    docs = [doc for doc in corpus_docs if len(doc) >= 3000][:6]
+    examples = [{'prompt': doc[:300], 'response': doc[300:500]} for doc in docs[:5]]
+    examples.append({'prompt': docs[5][:3000], 'response': 'x'})  # the prompt fills --max_seq_len
+    data = tmp_path / 'train.jsonl'
+    data.write_text(''.join(json.dumps(e) + '\n' for e in examples), encoding='utf-8')
+    flags = ['--dataset', 'json', '--data_files', str(data), '--splits', 'train', '--skip-preprocessing',
+             '--tokenizer', tok_dir, '--max_seq_len', '256', '--compression', 'zstd']  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, '-c', HEAVY_PROBE, 'data-prep', 'convert_finetuning_dataset', *flags, '--out_root',
+         str(tmp_path / 'out')],
+        capture_output=True, text=True, timeout=120, env=subprocess_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {'code': 0, 'heavy': []}
+    assert 'dropped 1 examples' in result.stderr
+
+    monkeypatch.setattr(finetuning, 'PrepTokenizer', build_tokenizer)  # the tokenizer the converter used before
+    assert finetuning.main([*flags, '--out_root', str(tmp_path / 'reference')]) == 0
+    ours, reference = tmp_path / 'out' / 'train', tmp_path / 'reference' / 'train'
+    assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in reference.iterdir())
+    for path in reference.iterdir():
+        assert (ours / path.name).read_bytes() == path.read_bytes(), path.name
+
+    hf = AutoTokenizer.from_pretrained(tok_dir)
+    expected = []
+    for example in examples[:-1]:
+        prompt, response = hf(example['prompt'])['input_ids'], hf(example['response'])['input_ids']
+        if bos:
+            assert prompt[0] == response[0] == hf.bos_token_id == 1
+            response = response[1:]
+        expected.append([{'input_ids': prompt, 'labels': response}])
+    assert read_rows(str(tmp_path / 'out' / 'train'), column='turns') == expected

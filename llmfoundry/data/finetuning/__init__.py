@@ -7,6 +7,7 @@
     collate.py        padding, sequence_id, allow_pad_trimming
     packing.py        packing several examples per row; packing_ratio 'auto'
     sources.py        loading raw examples (datasets: local files or folders) and tokenising them once
+    prep_tokenizer.py the converter's tokenizer: ids from `tokenizers` alone; transformers only for chat templates
     mds.py            reading llm-foundry's finetuning MDS layout with mosaicml-streaming
     preflight.py      checks before anything is built: local data files, packing without sequence_id
     loader.py         build_finetuning_dataloader

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from llmfoundry.data.collate import IGNORE_INDEX
+from llmfoundry.data.finetuning.masking import Row
 from llmfoundry.data.finetuning.packing import Packer
+from llmfoundry.data.labels import IGNORE_INDEX
 
-Row = tuple[list[int], list[int]]  # (input_ids, labels), truncated to max_seq_len
 PAD_MULTIPLE = 8  # allow_pad_trimming keeps a multiple of 8 positions, as llm-foundry
 
 

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.data.finetuning.formats import FinetuningDataError
+from llmfoundry.data.labels import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from llmfoundry.data.finetuning.collate import Row
+    from llmfoundry.data.finetuning.masking import Row
 
 PROG = 'llmfoundry data-prep inspect'
 GREEN, RESET = '\033[32m', '\033[0m'
@@ -25,8 +26,6 @@ GREEN, RESET = '\033[32m', '\033[0m'
 
 def render(row: Row, tokenizer: PreTrainedTokenizerBase, color: bool) -> str:
     """The example's text with each run of loss-bearing tokens marked."""
-    from llmfoundry.data.collate import IGNORE_INDEX
-
     input_ids, labels = row
     pieces, start = [], 0
     while start < len(input_ids):
@@ -62,8 +61,6 @@ def first_rows(config: dict[str, Any], count: int) -> tuple[PreTrainedTokenizerB
 
 def write(rows: list[Row], tokenizer: PreTrainedTokenizerBase, out: TextIO, color: bool) -> None:
     """Each row's header (tokens, tokens with loss) and its rendered text."""
-    from llmfoundry.data.collate import IGNORE_INDEX
-
     for index, row in enumerate(rows):
         targets = sum(label != IGNORE_INDEX for label in row[1])
         out.write(f'--- example {index}: {len(row[0])} tokens, {targets} with loss ---\n')

@@ -19,9 +19,9 @@ from transformers import PreTrainedTokenizerBase
 from llmfoundry import storage
 from llmfoundry.config.validation import ConfigError, check_keys
 from llmfoundry.data.config_keys import to_plain
-from llmfoundry.data.finetuning.collate import FinetuningCollator, Row
+from llmfoundry.data.finetuning.collate import FinetuningCollator
 from llmfoundry.data.finetuning.formats import resolve_preprocessor
-from llmfoundry.data.finetuning.masking import MaskPolicy
+from llmfoundry.data.finetuning.masking import MaskPolicy, Row
 from llmfoundry.data.finetuning.mds import StreamingFinetuningDataset
 from llmfoundry.data.finetuning.memory_loader import EpochSampler, ResumableLoader
 from llmfoundry.data.finetuning.packing import Packer, auto_packing_ratio, profile_size

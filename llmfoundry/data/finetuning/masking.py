@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmfoundry.config.validation import ConfigError
-from llmfoundry.data.collate import IGNORE_INDEX
 from llmfoundry.data.finetuning.tokenize import Turn
+from llmfoundry.data.labels import IGNORE_INDEX
 
 LENGTH_PREFIX = 'length>='
+Row = tuple[list[int], list[int]]  # (input_ids, labels), truncated to max_seq_len
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,7 @@ def stitch(turns: list[Turn], policy: MaskPolicy, eos_token_id: int | None) -> t
     return input_ids, labels
 
 
-def masked_row(
-    turns: list[Turn], policy: MaskPolicy, eos_token_id: int | None, max_seq_len: int
-) -> tuple[list[int], list[int]] | None:
+def masked_row(turns: list[Turn], policy: MaskPolicy, eos_token_id: int | None, max_seq_len: int) -> Row | None:
     """The truncated (input_ids, labels), or None when the example cannot train: an empty prompt or response in
     some turn (as llm-foundry rejects), or no target token left within max_seq_len."""
     if not turns or any(not turn['input_ids'] or not turn['labels'] for turn in turns):

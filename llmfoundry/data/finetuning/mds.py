@@ -15,9 +15,8 @@ import numpy as np
 from streaming import StreamingDataset
 from transformers import PreTrainedTokenizerBase
 
-from llmfoundry.data.finetuning.collate import Row
 from llmfoundry.data.finetuning.formats import FinetuningDataError
-from llmfoundry.data.finetuning.masking import MaskPolicy, masked_row
+from llmfoundry.data.finetuning.masking import MaskPolicy, Row, masked_row
 from llmfoundry.data.finetuning.tokenize import Turn, tokenize_example
 from llmfoundry.data.text_loader import TOKEN_ENCODINGS
 

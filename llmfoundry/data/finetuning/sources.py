@@ -9,16 +9,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from llmfoundry import storage
 from llmfoundry.config.validation import ConfigError
-from llmfoundry.data.finetuning.collate import Row
 from llmfoundry.data.finetuning.formats import FinetuningDataError, Preprocessor
-from llmfoundry.data.finetuning.masking import MaskPolicy, masked_row
-from llmfoundry.data.finetuning.tokenize import Turn, tokenize_example
+from llmfoundry.data.finetuning.masking import MaskPolicy, Row, masked_row
+from llmfoundry.data.finetuning.tokenize import Turn, TurnTokenizer, tokenize_example
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def load_raw(hf_name: str, split: str, hf_kwargs: dict[str, Any], safe_load: boo
 
 
 def iter_turns(
-    examples: Any, preprocess: Preprocessor | None, tokenizer: PreTrainedTokenizerBase, source: str
+    examples: Any, preprocess: Preprocessor | None, tokenizer: TurnTokenizer, source: str
 ) -> Iterator[tuple[int, list[Turn]]]:
     """(index, turns) per raw example; FinetuningDataError naming the source and index of a bad one."""
     for index, raw in enumerate(examples):

@@ -10,13 +10,28 @@ message; no special tokens are added (the template writes its own).
 from __future__ import annotations
 
 import datetime
-from typing import Any
-
-from transformers import PreTrainedTokenizerBase
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from llmfoundry.data.finetuning.formats import chat_messages, example_type, prompt_response
 
 Turn = dict[str, list[int]]
+
+
+class TurnTokenizer(Protocol):
+    """What tokenising an example uses of a tokenizer: a transformers tokenizer, or the converter's
+    (llmfoundry.data.finetuning.prep_tokenizer), which needs transformers only for chat templates."""
+
+    @property
+    def bos_token_id(self) -> int | None: ...
+
+    @property
+    def chat_template(self) -> Any: ...
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> Mapping[str, Any]: ...
+
+    def apply_chat_template(self, conversation: list[dict[str, Any]], **kwargs: Any) -> Any: ...
+
 
 CHATML_TEMPLATE = (
     '{% for message in messages %}'
@@ -28,7 +43,7 @@ CHATML_TEMPLATE = (
 )
 
 
-def tokenize_example(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> list[Turn]:
+def tokenize_example(example: dict[str, Any], tokenizer: TurnTokenizer) -> list[Turn]:
     """The turns of a prompt/response or chat example; ValueError saying what is wrong with it."""
     if example_type(example) == 'chat':
         return [_encode(tokenizer, prompt, response, special_tokens=False)
@@ -37,7 +52,7 @@ def tokenize_example(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase
     return [_encode(tokenizer, prompt, response, special_tokens=True)]
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, special_tokens: bool) -> Turn:
+def _encode(tokenizer: TurnTokenizer, prompt: str, response: str, special_tokens: bool) -> Turn:
     prompt_ids = list(tokenizer(prompt, add_special_tokens=special_tokens)['input_ids'])
     response_ids = list(tokenizer(response, add_special_tokens=special_tokens)['input_ids'])
     bos = tokenizer.bos_token_id
@@ -46,7 +61,7 @@ def _encode(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, spec
     return {'input_ids': prompt_ids, 'labels': response_ids}
 
 
-def chat_turns(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> list[tuple[str, str]]:
+def chat_turns(example: dict[str, Any], tokenizer: TurnTokenizer) -> list[tuple[str, str]]:
     """(prompt text, response text) per assistant message; their concatenation is the rendered conversation."""
     messages = chat_messages(example)
     turns: list[tuple[str, str]] = []
@@ -64,7 +79,7 @@ def chat_turns(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> l
     return turns
 
 
-def render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], generation_prompt: bool) -> str:
+def render_chat(tokenizer: TurnTokenizer, messages: list[dict[str, Any]], generation_prompt: bool) -> str:
     template = None if getattr(tokenizer, 'chat_template', None) else CHATML_TEMPLATE
     try:
         return tokenizer.apply_chat_template(

@@ -8,13 +8,13 @@ does (restartable, one merged index per split).
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from llmfoundry import storage
 from llmfoundry.data.errors import DataError
 from llmfoundry.data.prep.groups import Executor, GroupJob, run_grouped
+from llmfoundry.data.prep.hf_streaming import load_streaming
 from llmfoundry.data.prep.pipeline import ConvertSpec, write_documents
 from llmfoundry.data.prep.progress import Stats
 
@@ -28,10 +28,8 @@ def load_splits(dataset: str, data_subset: str | None, data_files: dict[str, lis
     """The dataset's splits as a streaming IterableDatasetDict (nothing is cached to disk)."""
     import datasets
 
-    if 'torch' not in sys.modules:  # else datasets imports torch (seconds) to share counters with DataLoader workers
-        datasets.config.TORCH_AVAILABLE = False
     try:
-        return datasets.load_dataset(dataset, name=data_subset, data_files=data_files, streaming=True)
+        return load_streaming(dataset, name=data_subset, data_files=data_files)
     except (OSError, ValueError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as err:
         raise DataError(f"could not load dataset '{dataset}': {err}") from err
 

@@ -5,7 +5,9 @@ is `turns` (json: [{input_ids: prompt ids, labels: response ids}, ...]) and exam
 --max_seq_len under --target_prompts/--target_responses are dropped (counted in one warning); without it the
 formatted text is written (`prompt`/`response` strings, or `messages` json). The finetuning loader reads either.
 Each split is written atomically (llmfoundry.data.prep.output). Exit status: 0 done, 1 bad input, 2 bad flags.
-The finetuning modules (and with them torch) are imported once the flags are parsed, so --help answers at once.
+Prompt/response data with a tokenizer.json tokenizer imports neither torch nor transformers (token ids from
+llmfoundry.data.fast_tokenizer); chat data loads transformers' tokenizer for its chat template. `datasets` is
+imported once the flags are parsed, so --help answers at once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import argparse
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
 
 from llmfoundry import storage
 from llmfoundry.data.errors import DataError, run_reporting_errors
@@ -25,9 +26,10 @@ from llmfoundry.data.finetuning.formats import (
     prompt_response,
     resolve_preprocessor,
 )
-
-if TYPE_CHECKING:
-    from llmfoundry.data.finetuning.masking import MaskPolicy
+from llmfoundry.data.finetuning.masking import MaskPolicy, masked_row
+from llmfoundry.data.finetuning.prep_tokenizer import PrepTokenizer
+from llmfoundry.data.finetuning.sources import iter_turns
+from llmfoundry.data.prep.hf_streaming import load_streaming
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +69,8 @@ def _preprocessor(args: argparse.Namespace):
 
 
 def _load_split(args: argparse.Namespace, split: str, data_file: str | None):
-    import datasets
-
     try:
-        return datasets.load_dataset(args.dataset, name=args.data_subset, split=split, data_files=data_file,
-                                     streaming=True)
+        return load_streaming(args.dataset, name=args.data_subset, split=split, data_files=data_file)
     except Exception as err:  # datasets raises many types
         raise DataError(f"could not load '{args.dataset}' split '{split}': {type(err).__name__}: {err}") from err
 
@@ -80,11 +79,15 @@ def _source(args: argparse.Namespace, split: str, data_file: str | None) -> str:
     return f"'{args.dataset}' split '{split}'" + (f' ({data_file})' if data_file else '')
 
 
-def convert_split(args: argparse.Namespace, split: str, data_file: str | None, tokenizer: Any, policy: MaskPolicy,
-                  dest: str) -> tuple[int, int]:
+def convert_split(
+    args: argparse.Namespace,
+    split: str,
+    data_file: str | None,
+    tokenizer: PrepTokenizer | None,
+    policy: MaskPolicy,
+    dest: str,
+) -> tuple[int, int]:
     """Write one split to `dest`; (examples written, examples dropped)."""
-    from llmfoundry.data.finetuning.masking import masked_row
-    from llmfoundry.data.finetuning.sources import iter_turns
     from llmfoundry.data.prep.output import MDSOutput
 
     preprocess = _preprocessor(args)
@@ -131,8 +134,6 @@ def convert_split(args: argparse.Namespace, split: str, data_file: str | None, t
 
 
 def run(args: argparse.Namespace) -> None:
-    from llmfoundry.data.finetuning.masking import MaskPolicy
-
     if args.encoder_decoder:
         raise DataError('--encoder_decoder: encoder-decoder data is not built here (decoder-only only)')
     policy = MaskPolicy.from_config(args.target_prompts, args.target_responses, 'flags')
@@ -143,16 +144,14 @@ def run(args: argparse.Namespace) -> None:
     storage.check_supported(args.out_root, '--out_root')
     if args.num_workers not in (None, 0, 1):
         log.warning('--num_workers %s has no effect: conversion runs in one process', args.num_workers)
-    tokenizer = None
+    tokenizer: PrepTokenizer | None = None
     if args.tokenizer:
-        from llmfoundry.data.tokenizers import build_tokenizer
-
         try:
             kwargs = json.loads(args.tokenizer_kwargs) if args.tokenizer_kwargs else {}
         except json.JSONDecodeError as err:
             raise DataError(f'--tokenizer_kwargs is not JSON: {err}') from err
         try:
-            tokenizer = build_tokenizer(args.tokenizer, {**kwargs, 'model_max_length': args.max_seq_len})
+            tokenizer = PrepTokenizer(args.tokenizer, {**kwargs, 'model_max_length': args.max_seq_len})
         except (OSError, ValueError) as err:
             raise DataError(str(err)) from err
     remote = storage.is_remote(args.out_root)

@@ -6,11 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from mds_reference import read_rows
 from streaming import MDSWriter
 
 from llmfoundry.data.finetuning.formats import FinetuningDataError
 from llmfoundry.data.finetuning.inspect import main as inspect_main
 from llmfoundry.data.finetuning.loader import build_finetuning_dataloader
+from llmfoundry.data.finetuning.tokenize import tokenize_example
 from llmfoundry.data.prep.finetuning import main as convert_main
 
 N = -100
@@ -47,6 +49,24 @@ def test_converter_output_reads_back_like_the_in_memory_path(tmp_path, tok):
     assert [tuple(from_text.dataset[i]) for i in (0, 1)] == rows(in_memory)
     with pytest.raises(FinetuningDataError, match='MDS sample 2 has no loss-bearing token within max_seq_len=8'):
         from_text.dataset[2]  # streamed samples cannot be dropped: the error says to convert with a tokenizer
+
+
+def test_converter_chat_turns_are_the_loaders(tmp_path, tok):
+    """Chat with --tokenizer: the chat template is rendered by transformers' tokenizer (loaded for it), and the
+    stored turns are exactly what the loader's tokenising gives."""
+    tok.save_pretrained(tmp_path / 'tok')
+    chats = [[('user', 'hi a'), ('assistant', 'b c')],
+             [('system', 'q'), ('user', 'd'), ('assistant', 'e'), ('user', 'f'), ('assistant', 'g h')]]
+    chats = [[{'role': role, 'content': content} for role, content in chat] for chat in chats]
+    data = tmp_path / 'chat.jsonl'
+    data.write_text(''.join(json.dumps({'messages': m}) + '\n' for m in chats))
+    out = tmp_path / 'mds'
+    assert convert_main(['--dataset', 'json', '--data_files', str(data), '--splits', 'train', '--skip-preprocessing',
+                         '--out_root', str(out), '--tokenizer', str(tmp_path / 'tok'), '--max_seq_len', '64']) == 0
+    stored = read_rows(str(out / 'train'), column='turns')
+    assert stored == [tokenize_example({'messages': m}, tok) for m in chats]
+    assert stored[0] == [{'input_ids': [3, 5, 17, 9, 4, 3, 6], 'labels': [10, 11, 4]}]  # ChatML, no template set
+    assert len(stored[1]) == 2
 
 
 def test_llmfoundry_layouts(tmp_path, tok):
