@@ -18,6 +18,8 @@ import torch.distributed as dist
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.interfaces import DistInfo
 
+from .host_memory import keep_freed_memory
+
 T = TypeVar('T')
 
 
@@ -50,7 +52,8 @@ def configure_threads(local_world_size: int) -> None:
 
 def init_distributed(timeout_s: float, device: str | None = None) -> DistInfo:
     """Join the process group the launcher described (gloo on CPU, nccl on CUDA); one process needs none. Several
-    ranks on one machine share its CPUs (`configure_threads`)."""
+    ranks on one machine share its CPUs (`configure_threads`); on the CPU freed memory stays in the process
+    (host_memory.py)."""
     rank = int(os.environ.get('RANK', 0))
     world_size = int(os.environ.get('WORLD_SIZE', 1))
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
@@ -61,6 +64,7 @@ def init_distributed(timeout_s: float, device: str | None = None) -> DistInfo:
         target = torch.device('cuda', local_rank)
     else:
         target = torch.device('cpu')
+        keep_freed_memory()
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
             backend='nccl' if use_cuda else 'gloo', timeout=datetime.timedelta(seconds=timeout_s),
