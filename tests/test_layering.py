@@ -18,7 +18,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / 'llmfoundry'
 
 LAYERS: dict[str, int] = {
-    'config': 0,
+    'config': 0, 'third_party_logs': 0,
     'registry': 1, 'interfaces': 1, 'storage': 1,
     'models': 2, 'data': 2, 'optim': 2,
     'train': 3,

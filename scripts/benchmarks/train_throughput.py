@@ -7,6 +7,10 @@ step-time breakdown (`time/*`, seconds per batch, llmfoundry/train/step_timing.p
 of the run, past warm-up. The table shows the median run of each process count (the faster middle one of an
 even count).
 
+The `bare` rows are what the cores can do at all: the same model's forward, backward and AdamW step on random tokens,
+no trainer, no data, no communication; N processes run side by side, each with cores / N threads and its 1/N of the
+global batch. Their ratio bounds what any N-process trainer can gain over one process on this machine.
+
     python scripts/benchmarks/train_throughput.py [--batches 40] [--nprocs 1 2] [--repeats 3]
 """
 
@@ -22,9 +26,11 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_YAML = REPO / 'yamls' / 'pretrain' / 'mpt-tiny-cpu.yaml'
@@ -71,27 +77,79 @@ def run(nproc: int, batches: int, tokenizer: Path, mds: Path, work: Path, env: d
     return result
 
 
+def bare_worker(threads: int, microbatches: int, steps: int, barrier: Path, peers: int) -> None:
+    """One bare process (see the module doc): prints its tokens/s, timed once all `peers` have warmed up."""
+    from llmfoundry.models.builders import build_model
+    from llmfoundry.train.host_memory import keep_freed_memory
+
+    keep_freed_memory()  # as the trainer does on the CPU
+    torch.set_num_threads(threads)
+    config = OmegaConf.to_container(OmegaConf.load(TINY_YAML), resolve=True)
+    torch.manual_seed(0)
+    model = build_model(config['model'])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    shape = (config['device_train_microbatch_size'], config['max_seq_len'])
+    tokens = torch.randint(config['model']['vocab_size'], shape)
+
+    def step() -> None:
+        for _ in range(microbatches):
+            model(input_ids=tokens, labels=tokens).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    (barrier / str(os.getpid())).touch()
+    while len(list(barrier.iterdir())) < peers:
+        time.sleep(0.01)
+    began = time.perf_counter()
+    for _ in range(steps):
+        step()
+    print(json.dumps({'tokens/s': steps * microbatches * tokens.numel() / (time.perf_counter() - began)}))
+
+
+def bare(nproc: int, steps: int, work: Path, env: dict[str, str]) -> float:
+    """Summed tokens/s of `nproc` bare processes side by side."""
+    config = OmegaConf.load(TINY_YAML)
+    microbatches = config.global_train_batch_size // (config.device_train_microbatch_size * nproc)
+    threads = max(1, len(os.sched_getaffinity(0)) // nproc)
+    barrier = Path(tempfile.mkdtemp(dir=work))
+    workers = [subprocess.Popen([sys.executable, __file__, '--bare-worker', str(threads), str(microbatches),
+                                 str(steps), str(barrier), str(nproc)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True) for _ in range(nproc)]
+    return sum(json.loads(worker.communicate()[0])['tokens/s'] for worker in workers)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--batches', type=int, default=40)
     parser.add_argument('--nprocs', type=int, nargs='+', default=[1, 2])
     parser.add_argument('--repeats', type=int, default=1, help='runs per process count; the median is shown')
+    parser.add_argument('--bare-worker', nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_worker:
+        threads, microbatches, steps, barrier, peers = args.bare_worker
+        bare_worker(int(threads), int(microbatches), int(steps), Path(barrier), int(peers))
+        return
     env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false'}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         tokenizer, mds = prepare(work, env)
         runs: dict[int, list[dict[str, float]]] = {n: [] for n in args.nprocs}
+        bare_runs: dict[int, list[float]] = {n: [] for n in args.nprocs}
         for _ in range(args.repeats):
             for nproc in args.nprocs:
                 runs[nproc].append(run(nproc, args.batches, tokenizer, mds, work, env))
+                bare_runs[nproc].append(bare(nproc, args.batches // 2, work, env))
     results = {n: sorted(r, key=lambda x: x['tokens/s'])[len(r) // 2] for n, r in runs.items()}
+    bare_results = {n: sorted(r)[len(r) // 2] for n, r in bare_runs.items()}
     cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
                 if line.startswith('model name')), platform.processor())
     print(f'\nmachine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}')
     print('config: yamls/pretrain/mpt-tiny-cpu.yaml (d_model 128, 4 layers, seq 256, global batch 16, fp32)\n')
     every = '; '.join(f'{n}: ' + ', '.join(f"{r['tokens/s']:.0f}" for r in rs) for n, rs in runs.items())
-    print(f'median of {args.repeats} run(s); every run, tokens/s: {every}')
+    every_bare = '; '.join(f'{n}: ' + ', '.join(f'{r:.0f}' for r in rs) for n, rs in bare_runs.items())
+    print(f'median of {args.repeats} run(s); every run, tokens/s: {every}; bare: {every_bare}')
     print('time/* columns: milliseconds per batch on rank 0 (llmfoundry/train/step_timing.py)\n')
     header = f"{'processes':>9} | {'tokens/s':>9} | {'vs first':>8} | " + ' | '.join(f'{p:>16}' for p in PHASES)
     print(header)
@@ -100,6 +158,9 @@ def main() -> None:
     for nproc, result in results.items():
         phases = ' | '.join(f'{result[p] * 1000:>16.1f}' for p in PHASES)
         print(f"{nproc:>9} | {result['tokens/s']:>9.0f} | {result['tokens/s'] / first:>7.2f}x | {phases}")
+    first_bare = bare_results[args.nprocs[0]]
+    for nproc, tokens_per_s in bare_results.items():
+        print(f"{f'{nproc} bare':>9} | {tokens_per_s:>9.0f} | {tokens_per_s / first_bare:>7.2f}x |")
 
 
 if __name__ == '__main__':
