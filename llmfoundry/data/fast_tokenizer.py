@@ -19,11 +19,12 @@ as transformers does offline; a hub id not cached goes through transformers, whi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from llmfoundry import storage
@@ -100,16 +101,25 @@ class TransformersTokenizer:
         return self.tokenizer(texts, add_special_tokens=add_special_tokens, verbose=False)['input_ids']
 
 
+@contextlib.contextmanager
+def downloaded_tokenizer(url: str, key: str) -> Iterator[str]:
+    """The tokenizer folder at the object-storage `url` copied into a private temporary folder for the block (a
+    tokenizer holds everything in memory once loaded; private, so concurrent ranks never share a half-copy); a
+    storage failure is an OSError naming `key`, like a missing local folder."""
+    with tempfile.TemporaryDirectory(prefix='llmfoundry-tokenizer-') as local:
+        try:
+            storage.download_folder(url, local, key=key)
+        except storage.StorageError as err:
+            raise OSError(str(err)) from err
+        yield local
+
+
 def load_tokenizer(name: str, kwargs: dict[str, Any] | None = None) -> ConversionTokenizer:
     """`name` (local folder, object-storage folder URL or hub id) as a tokenizer for conversion: `FastTokenizer`
     when it gives transformers' ids without transformers, else `TransformersTokenizer`."""
     kwargs = dict(kwargs or {})
     if storage.is_remote(name):
-        with tempfile.TemporaryDirectory(prefix='llmfoundry-tokenizer-') as local:
-            try:
-                storage.download_folder(name, local, key='tokenizer')
-            except storage.StorageError as err:
-                raise OSError(str(err)) from err
+        with downloaded_tokenizer(name, key='tokenizer') as local:
             fast = load_fast(local, kwargs, name)
     else:
         path = os.path.expanduser(name.removeprefix('file://'))

@@ -2,19 +2,20 @@
 
 `name` is a hub id, a local folder, or a folder on object storage (any URL `llmfoundry.storage` reads, e.g.
 s3://bucket/tokenizer): that one is downloaded to a private temporary folder, loaded, and the copy deleted
-(a tokenizer holds everything in memory once loaded; private, so concurrent ranks never share a half-copy).
+(fast_tokenizer.downloaded_tokenizer).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from llmfoundry import storage
+
+from .fast_tokenizer import downloaded_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,7 @@ def build_tokenizer(name: str, kwargs: dict[str, Any] | None = None) -> PreTrain
     """
     kwargs = dict(kwargs or {})
     if storage.is_remote(name):
-        with tempfile.TemporaryDirectory(prefix='llmfoundry-tokenizer-') as local:
-            try:
-                storage.download_folder(name, local, key='tokenizer.name')
-            except storage.StorageError as err:
-                raise OSError(str(err)) from err
+        with downloaded_tokenizer(name, key='tokenizer.name') as local:
             return _load(name, local, kwargs)
     path = os.path.expanduser(name.removeprefix('file://'))
     if os.path.isdir(path):

@@ -34,7 +34,7 @@ from llmfoundry.train.distributed import agree_on_errors, init_distributed, shut
 from llmfoundry.train.jsonl import JSONLLogger
 from llmfoundry.train.loaders import build_loader, eval_sections
 from llmfoundry.train.logs import configure_logging
-from llmfoundry.train.loss_eval import evaluate_loss, model_inputs
+from llmfoundry.train.loss_eval import evaluate_loss, model_inputs, takes_sequence_id
 from llmfoundry.train.parallel import build_mesh, local_part, materialise, parallelize
 from llmfoundry.train.preflight import load_tokenizer
 from llmfoundry.train.setup import agree_on_run_name, seed_everything
@@ -121,9 +121,11 @@ def evaluate_lm_loss(evaluation: Evaluation, model: nn.Module, tokenizer: PreTra
     loaders = [(label, build_loader(section, tokenizer, config.device_eval_batch_size, path))
                for label, path, section in eval_sections(config)]  # type: ignore[arg-type]  # reads the two keys
 
+    sequence_id = takes_sequence_id(model)
+
     def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with precision_context(config.precision, info.device):
-            return model(**model_inputs(model, batch)).logits
+            return model(**model_inputs(batch, sequence_id)).logits
 
     return evaluate_loss(forward, loaders, info.device, config.eval_subset_num_batches) if loaders else {}
 

@@ -18,10 +18,16 @@ from .metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, me
 Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]  # a batch on the device -> logits (batch, seq, vocab)
 
 
-def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
-    """The forward inputs of a loader batch: input_ids, attention_mask, and sequence_id when the model takes it."""
+def takes_sequence_id(model: nn.Module) -> bool:
+    """Whether the model's forward accepts `sequence_id` (MPT does; transformers' models do not)."""
+    return 'sequence_id' in inspect.signature(model.forward).parameters
+
+
+def model_inputs(batch: dict[str, torch.Tensor], sequence_id: bool) -> dict[str, torch.Tensor | None]:
+    """The forward inputs of a loader batch: input_ids, attention_mask, and the batch's sequence_id when the model
+    takes it (`sequence_id`: takes_sequence_id of the model)."""
     inputs = {'input_ids': batch['input_ids'], 'attention_mask': batch.get('attention_mask')}
-    if 'sequence_id' in batch and 'sequence_id' in inspect.signature(model.forward).parameters:
+    if sequence_id and 'sequence_id' in batch:
         inputs['sequence_id'] = batch['sequence_id']
     return inputs
 

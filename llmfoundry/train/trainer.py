@@ -11,7 +11,6 @@ size. Neither the microbatch size nor the number of ranks changes the gradient (
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import logging
 import math
@@ -39,7 +38,7 @@ from .checkpoint import CheckpointSaver
 from .distributed import all_reduce_sum
 from .fault_injection import inject_faults, poison_loss
 from .float8 import after_optimizer_step
-from .loss_eval import evaluate_loss
+from .loss_eval import evaluate_loss, model_inputs, takes_sequence_id
 from .metrics import LanguageCrossEntropy, LanguagePerplexity, TokenAccuracy, metric_name
 from .microbatch import (
     MicrobatchOutOfMemory,
@@ -118,7 +117,7 @@ class Trainer:
         if self.out_of_memory.units and config.fsdp_config and config.fsdp_config.forward_prefetch:
             log.warning('fsdp_config.forward_prefetch is off under device_train_microbatch_size: auto (a prefetched '
                         'all-gather could hang the ranks when one runs out of memory; microbatch.py).')
-        self.takes_sequence_id = 'sequence_id' in inspect.signature(state.model.forward).parameters
+        self.takes_sequence_id = takes_sequence_id(state.model)
         self.fused_loss = has_fused_loss(state.model)  # model.loss_fn: fused_crossentropy (models/fused_loss.py)
         self.timing = StepTimer(self.dist.device)  # time/<phase> metrics at the console interval (step_timing.py)
         self.logs_batch = False  # whether the batch in progress crosses the console interval (its metrics are logged)
@@ -140,9 +139,7 @@ class Trainer:
 
     def _forward(self, module: nn.Module, batch: dict[str, torch.Tensor], fused_loss: bool = False) -> Any:
         """The logits; with `fused_loss` the model's TokenLoss for the batch's labels instead."""
-        inputs = {'input_ids': batch['input_ids'], 'attention_mask': batch.get('attention_mask')}
-        if self.takes_sequence_id and 'sequence_id' in batch:
-            inputs['sequence_id'] = batch['sequence_id']
+        inputs = model_inputs(batch, self.takes_sequence_id)
         if fused_loss:
             inputs[LABELS_KWARG] = batch['labels']
         with self._autocast():
