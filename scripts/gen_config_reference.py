@@ -2,9 +2,10 @@
 
     python scripts/gen_config_reference.py
 
-Sources: the TrainConfig, FSDPConfig and FP8Config dataclasses (llmfoundry/config/schema.py), MPTConfig's constructor
-and its attn_config / ffn_config / init_config default dicts (llmfoundry/models/mpt/configuration_mpt.py), and the
-key lists the loaders check (llmfoundry/data/text_loader.py, llmfoundry/data/finetuning/loader.py).
+Sources: the TrainConfig, FSDPConfig, FP8Config and profiler dataclasses (llmfoundry/config/schema.py),
+MPTConfig's constructor and its attn_config / ffn_config / init_config default dicts
+(llmfoundry/models/mpt/configuration_mpt.py), and the key lists the loaders check (llmfoundry/data/text_loader.py,
+llmfoundry/data/finetuning/loader.py).
 tests/test_config_reference.py fails when the committed file differs from a fresh generation.
 """
 
@@ -15,7 +16,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from llmfoundry.config.schema import FP8Config, FSDPConfig, TrainConfig
+from llmfoundry.config.schema import FP8Config, FSDPConfig, ProfilerConfig, ProfilerSchedule, TrainConfig
 from llmfoundry.data import text_loader
 from llmfoundry.data.finetuning import loader as finetuning_loader
 from llmfoundry.models.mpt import configuration_mpt
@@ -84,6 +85,11 @@ def render() -> str:
          dataclass_rows(FSDPConfig)),
         ('`fp8_config` (`FP8Config`)', 'Float8 training with torchao under `precision: amp_fp8` (train/float8.py: '
          'which Linear layers convert and why); needs a GPU of compute capability 8.9+.', dataclass_rows(FP8Config)),
+        ('`profiler` (`ProfilerConfig`)', 'Composer\'s Profiler keys: torch.profiler Chrome traces of the batches '
+         '`schedule` picks, one per rank and cycle (train/profiler.py); `schedule` is required. sys_prof_* have no '
+         'effect (they feed Composer\'s JSON event trace, not built).', dataclass_rows(ProfilerConfig)),
+        ('`profiler.schedule` (`ProfilerSchedule`)', 'In batches, as Composer\'s cyclic_schedule: skip_first once, '
+         'then `repeat` cycles (0: until the end) of wait, warmup, active.', dataclass_rows(ProfilerSchedule)),
         ('`model` (`name: mpt_causal_lm`, `MPTConfig`)', 'Besides `name` and `loss_fn`, every key is an MPTConfig '
          'argument.', signature_rows(MPTConfig)),
         *(

@@ -1,7 +1,7 @@
 """The one table of llm-foundry keys whose features are not built here yet.
 
 Such a key is spelled right, so it must never read like a typo: setting it says the feature is not supported
-yet. Unset (absent or null) it is accepted and dropped, so llm-foundry YAMLs that carry `profiler: null` load.
+yet. Unset (absent or null) it is accepted and dropped, so llm-foundry YAMLs that carry `tp_config: null` load.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ NOT_BUILT: dict[str, str] = {
     **{key: (f'{key} is not supported yet: the ICL tasks\' length is icl_seq_len (default: max_seq_len); use that '
              'instead, or remove it (or set it to null).') for key in ('icl_max_seq_len', 'icl_seq_len_buffer')},
     'tp_config': _not_yet('tp_config', 'tensor parallelism'),
-    'profiler': _not_yet('profiler', 'the profiler'),
     'save_ignore_keys': _not_yet('save_ignore_keys', 'leaving keys out of a checkpoint'),
     'load_ignore_keys': _not_yet('load_ignore_keys', 'skipping checkpoint keys on load'),
 }

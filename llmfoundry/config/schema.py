@@ -81,6 +81,64 @@ class FP8Config:
 
 
 @dataclass
+class ProfilerSchedule:
+    """profiler.schedule (Composer's cyclic_schedule, in batches): skip `skip_first` batches once, then `repeat`
+    cycles (0: until the end) of `wait` idle, `warmup` traced but discarded, `active` traced and written."""
+
+    skip_first: int = 0
+    wait: int = 0
+    warmup: int = 1
+    active: int = 4
+    repeat: int = 1
+
+    def __post_init__(self) -> None:
+        for key in ('skip_first', 'wait', 'warmup', 'repeat'):
+            if getattr(self, key) < 0:
+                raise ConfigError(f'profiler.schedule.{key}={getattr(self, key)} must be >= 0.')
+        if self.active < 1:
+            raise ConfigError(f'profiler.schedule.active={self.active} must be >= 1 (the batches a trace holds).')
+
+
+@dataclass
+class ProfilerConfig:
+    """llm-foundry's `profiler:` section (Composer's Profiler keys): torch.profiler traces of training batches, one
+    Chrome trace per rank and cycle (train/profiler.py). sys_prof_* feed Composer's own JSON event trace, which is
+    not built (json_trace_handler is refused): they have no effect here."""
+
+    schedule: ProfilerSchedule
+    torch_prof_folder: str = '{run_name}/torch_traces'
+    torch_prof_filename: str = 'rank{rank}.{batch}.pt.trace.json'
+    torch_prof_remote_file_name: str | None = None
+    torch_prof_memory_filename: str | None = None
+    torch_prof_memory_remote_file_name: str | None = None
+    torch_prof_overwrite: bool = False
+    torch_prof_use_gzip: bool = False
+    torch_prof_record_shapes: bool = False
+    torch_prof_profile_memory: bool = True
+    torch_prof_with_stack: bool = False
+    torch_prof_with_flops: bool = True
+    torch_prof_num_traces_to_keep: int = -1
+    sys_prof_cpu: bool = True
+    sys_prof_memory: bool = False
+    sys_prof_disk: bool = False
+    sys_prof_net: bool = False
+    sys_prof_stats_thread_interval_seconds: float = 0.5
+    json_trace_handler: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.json_trace_handler is not None:
+            raise ConfigError('profiler.json_trace_handler is not supported (Composer\'s JSON event trace is not '
+                              'built); remove it: the torch traces in profiler.torch_prof_folder hold every op.')
+        if self.torch_prof_memory_filename is not None:
+            raise ConfigError('profiler.torch_prof_memory_filename is not supported yet (the memory timeline export '
+                              'is not built); remove it: torch_prof_profile_memory: true records allocations in the '
+                              'trace itself.')
+        if self.torch_prof_num_traces_to_keep == 0 or self.torch_prof_num_traces_to_keep < -1:
+            raise ConfigError(f'profiler.torch_prof_num_traces_to_keep={self.torch_prof_num_traces_to_keep} is '
+                              'invalid: -1 keeps every trace, N >= 1 the newest N of each rank.')
+
+
+@dataclass
 class TrainConfig:
     # Components (each validated by its builder)
     model: dict[str, Any]
@@ -120,6 +178,7 @@ class TrainConfig:
     precision: str = 'amp_bf16'
     fsdp_config: FSDPConfig | None = None
     fp8_config: FP8Config | None = None  # precision: amp_fp8 only
+    profiler: ProfilerConfig | None = None
     compile_config: dict[str, Any] | None = None
     dist_timeout: float = 600.0
     code_paths: list[str] | None = None

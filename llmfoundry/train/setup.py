@@ -42,6 +42,7 @@ from .loaders import build_loader, eval_sections
 from .parallel import build_mesh, parallelize, unwrapped_name
 from .plan import device_batch_sizes
 from .preflight import check_paths, check_precision, load_tokenizer, run_folder_for
+from .profiler import build_profiler
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
     agree_on_errors(lambda: check_precision(config, info.device), info)  # amp_fp8's GPU, before any build
     tokenizer = agree_on_errors(lambda: check_inputs(config, run_name), info)
     extra_evaluators = agree_on_errors(lambda: build_evaluators(config, tokenizer, info), info)
+    profiler = agree_on_errors(lambda: build_profiler(config.profiler, run_name, info), info)
     seed_everything(config.seed)
     run_folder = run_folder_for(config, run_name)
     max_duration = Time.parse(config.max_duration, 'max_duration')
@@ -195,6 +197,6 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
         saver.last_saved = state.timestamp  # a restart after the end must not re-save the final checkpoint
         saver.last_path = resumed_from
     return Trainer(config, state, module=module, train_loader=train_loader, eval_loaders=eval_loaders,
-                   callbacks=build_callbacks(config.callbacks), logger=logger, scheduler=scheduler, clipping=clipping,
-                   eval_interval=eval_interval, console_interval=console_interval, saver=saver,
+                   callbacks=build_callbacks(config.callbacks) + profiler, logger=logger, scheduler=scheduler,
+                   clipping=clipping, eval_interval=eval_interval, console_interval=console_interval, saver=saver,
                    evaluators=extra_evaluators)
