@@ -34,12 +34,14 @@ def _names(template: str, key: str, **values: object) -> str:
 class TorchProfiler(Callback):
     """Traces the batches the schedule picks; built by setup.py from `profiler:`, checked there on every rank."""
 
-    def __init__(self, config: ProfilerConfig, run_name: str, dist: DistInfo) -> None:
+    def __init__(self, config: ProfilerConfig, run_name: str, dist: DistInfo, autoresume: bool = False) -> None:
         self.config, self.run_name, self.dist = config, run_name, dist
         names = dict(rank=dist.rank, local_rank=dist.local_rank, world_size=dist.world_size, run_name=run_name)
         self.folder = Path(_names(config.torch_prof_folder, 'torch_prof_folder', **names, epoch=0, batch=0))
         self.filename(0, 0)  # a bad template fails here, not after the first traced cycle
-        if not config.torch_prof_overwrite and self.folder.is_dir() and any(self.folder.iterdir()):
+        # A restart of an autoresume run adds to its own traces (those of batches it redoes are replaced).
+        guarded = not (config.torch_prof_overwrite or autoresume)
+        if guarded and self.folder.is_dir() and any(self.folder.iterdir()):
             raise ConfigError(f'profiler.torch_prof_folder {self.folder} already holds files (an earlier run\'s '
                               'traces?): set profiler.torch_prof_overwrite: true, or point it at another folder.')
         if config.torch_prof_remote_file_name or config.torch_prof_memory_remote_file_name:
@@ -96,7 +98,8 @@ class TorchProfiler(Callback):
         log.info('profiler: rank %d wrote %s', self.dist.rank, path)
 
 
-def build_profiler(config: ProfilerConfig | None, run_name: str, dist: DistInfo) -> list[Callback]:
+def build_profiler(config: ProfilerConfig | None, run_name: str, dist: DistInfo,
+                   autoresume: bool = False) -> list[Callback]:
     """The profiler callback `profiler:` asks for (none when unset)."""
-    return [] if config is None else [TorchProfiler(config, run_name, dist)]
+    return [] if config is None else [TorchProfiler(config, run_name, dist, autoresume)]
 

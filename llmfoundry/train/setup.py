@@ -157,7 +157,7 @@ def build_trainer(config: TrainConfig, resolved: dict[str, Any], info: DistInfo)
     agree_on_errors(lambda: check_precision(config, info.device), info)  # amp_fp8's GPU, before any build
     tokenizer = agree_on_errors(lambda: check_inputs(config, run_name), info)
     extra_evaluators = agree_on_errors(lambda: build_evaluators(config, tokenizer, info), info)
-    profiler = agree_on_errors(lambda: build_profiler(config.profiler, run_name, info), info)
+    profiler = agree_on_errors(lambda: build_profiler(config.profiler, run_name, info, config.autoresume), info)
     seed_everything(config.seed)
     run_folder = run_folder_for(config, run_name)
     max_duration = Time.parse(config.max_duration, 'max_duration')

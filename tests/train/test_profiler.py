@@ -59,6 +59,8 @@ def test_a_folder_with_traces_is_not_overwritten_unless_asked(tmp_path):
     with pytest.raises(ConfigError, match='already holds files.*torch_prof_overwrite: true'):
         profiler(folder, schedule={})
     profiler(folder, schedule={}, torch_prof_overwrite=True)
+    config = from_dict(ProfilerConfig, {'torch_prof_folder': str(folder), 'schedule': {}}, 'profiler')
+    TorchProfiler(config, 'run', CPU, autoresume=True)  # a restarted run adds to its own traces
 
 
 def test_the_section_loads_from_yaml_and_bad_values_say_what_to_change(tmp_path):
