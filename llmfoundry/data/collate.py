@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from llmfoundry.data.labels import IGNORE_INDEX  # also imported from here by the trainer and metrics
+from llmfoundry.data.labels import IGNORE_INDEX
 
 
 def sequence_ids(

@@ -121,6 +121,10 @@ def load_tokenizer(name: str, kwargs: dict[str, Any] | None = None) -> Conversio
     if storage.is_remote(name):
         with downloaded_tokenizer(name, key='tokenizer') as local:
             fast = load_fast(local, kwargs, name)
+            if fast is None:  # transformers loads the same copy: one download
+                from llmfoundry.data.tokenizers import load_from  # imports transformers
+
+                return TransformersTokenizer(load_from(name, local, kwargs))
     else:
         path = os.path.expanduser(name.removeprefix('file://'))
         folder = path if os.path.isdir(path) else _hub_snapshot(name, kwargs)

@@ -37,16 +37,16 @@ def build_tokenizer(name: str, kwargs: dict[str, Any] | None = None) -> PreTrain
     kwargs = dict(kwargs or {})
     if storage.is_remote(name):
         with downloaded_tokenizer(name, key='tokenizer.name') as local:
-            return _load(name, local, kwargs)
+            return load_from(name, local, kwargs)
     path = os.path.expanduser(name.removeprefix('file://'))
     if os.path.isdir(path):
-        return _load(name, path, kwargs)
+        return load_from(name, path, kwargs)
     if looks_like_path(name) or os.path.exists(path):
         raise FileNotFoundError(f"tokenizer folder '{name}' does not exist (or is not a folder)")
-    return _load(name, name, kwargs)
+    return load_from(name, name, kwargs)
 
 
-def _load(name: str, source: str, kwargs: dict[str, Any]) -> PreTrainedTokenizerBase:
+def load_from(name: str, source: str, kwargs: dict[str, Any]) -> PreTrainedTokenizerBase:
     """AutoTokenizer.from_pretrained(source), checked for EOS and given a pad token; errors name `name`."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)

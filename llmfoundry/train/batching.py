@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from llmfoundry.data.collate import IGNORE_INDEX
+from llmfoundry.data.labels import IGNORE_INDEX
 
 
 def split_microbatches(batch: dict[str, torch.Tensor], size: int) -> list[dict[str, torch.Tensor]]:

@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ TRIM_THRESHOLD_BYTES = (1 << 31) - 1
 USER_SETTINGS = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'MALLOC_TOP_PAD_')
 
 
-def user_tuned_malloc(environ: dict[str, str] | os._Environ = os.environ) -> bool:
+def user_tuned_malloc(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the environment already sets glibc's malloc parameters (then they are the user's choice)."""
     return any(name in environ for name in USER_SETTINGS) or 'glibc.malloc.' in environ.get('GLIBC_TUNABLES', '')
 
 

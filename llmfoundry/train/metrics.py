@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from llmfoundry.data.collate import IGNORE_INDEX
+from llmfoundry.data.labels import IGNORE_INDEX
 
 __all__ = ['LanguageCrossEntropy', 'LanguagePerplexity', 'TokenAccuracy', 'metric_name']
 

@@ -35,9 +35,9 @@ class TorchProfiler(Callback):
     """Traces the batches the schedule picks; built by setup.py from `profiler:`, checked there on every rank."""
 
     def __init__(self, config: ProfilerConfig, run_name: str, dist: DistInfo, autoresume: bool = False) -> None:
-        self.config, self.run_name, self.dist = config, run_name, dist
-        names = dict(rank=dist.rank, local_rank=dist.local_rank, world_size=dist.world_size, run_name=run_name)
-        self.folder = Path(_names(config.torch_prof_folder, 'torch_prof_folder', **names, epoch=0, batch=0))
+        self.config, self.dist = config, dist
+        self.names = dict(rank=dist.rank, local_rank=dist.local_rank, world_size=dist.world_size, run_name=run_name)
+        self.folder = Path(_names(config.torch_prof_folder, 'torch_prof_folder', **self.names, epoch=0, batch=0))
         self.filename(0, 0)  # a bad template fails here, not after the first traced cycle
         # A restart of an autoresume run adds to its own traces (those of batches it redoes are replaced).
         guarded = not (config.torch_prof_overwrite or autoresume)
@@ -51,9 +51,7 @@ class TorchProfiler(Callback):
         self.state: TrainState | None = None
 
     def filename(self, epoch: int, batch: int) -> str:
-        name = _names(self.config.torch_prof_filename, 'torch_prof_filename', rank=self.dist.rank,
-                      local_rank=self.dist.local_rank, world_size=self.dist.world_size, run_name=self.run_name,
-                      epoch=epoch, batch=batch)
+        name = _names(self.config.torch_prof_filename, 'torch_prof_filename', **self.names, epoch=epoch, batch=batch)
         return name + '.gz' if self.config.torch_prof_use_gzip and not name.endswith('.gz') else name
 
     def fit_start(self, state: TrainState, logger: MetricLogger) -> None:

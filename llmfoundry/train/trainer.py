@@ -28,12 +28,13 @@ from torch.nn.parallel import DistributedDataParallel
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.config.time import Time, Timestamp, crossed, reached
 from llmfoundry.config.validation import ConfigError
+from llmfoundry.data.labels import IGNORE_INDEX
 from llmfoundry.interfaces import Callback, DistInfo, MetricLogger, TrainState
 from llmfoundry.models.fused_loss import LABELS_KWARG, TokenLoss, has_fused_loss
 from llmfoundry.optim.schedulers import Scheduler, apply_lr
 
 from .algorithms import GradientClipping
-from .batching import IGNORE_INDEX, count_targets, split_microbatches
+from .batching import count_targets, split_microbatches
 from .checkpoint import CheckpointSaver
 from .distributed import all_reduce_sum
 from .fault_injection import inject_faults, poison_loss

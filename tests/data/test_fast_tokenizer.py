@@ -6,12 +6,14 @@ import json
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer
 
+from llmfoundry import storage
 from llmfoundry.data.fast_tokenizer import FastTokenizer, TransformersTokenizer, load_fast, load_tokenizer
 
 EOT = '<|endoftext|>'
@@ -179,8 +181,31 @@ def test_eos_required_and_taken_from_kwargs(gpt2_style_json: Path, corpus_docs: 
     _assert_same_ids(ours, folder, _texts(corpus_docs), eos_token=EOT)
 
 
+
+def test_a_folder_on_object_storage_is_downloaded_once(
+    gpt2_style_json: Path, corpus_docs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both paths read one private copy: tokenizers alone, and (a special token tokenizer.json lacks) transformers."""
+    downloads = []
+    download = storage.download_folder
+    monkeypatch.setattr(storage, 'download_folder',
+                        lambda url, *args, **kwargs: (downloads.append(url), download(url, *args, **kwargs)))
+    fast_config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'eos_token': EOT,
+                   'added_tokens_decoder': _added_tokens_decoder(gpt2_style_json)}  # fmt: skip
+    for config, expected in ((fast_config, FastTokenizer),
+                             ({**fast_config, 'additional_special_tokens': ['<sep>']}, TransformersTokenizer)):
+        (tmp_path / expected.__name__).mkdir()
+        folder = _folder(tmp_path / expected.__name__, gpt2_style_json, config)
+        url = f'memory://tokenizers-{uuid.uuid4().hex[:12]}/{expected.__name__}'
+        storage.upload_folder(folder, url, replace=False, last='tokenizer_config.json')
+        downloads.clear()
+        ours = load_tokenizer(url)
+        assert isinstance(ours, expected) and downloads == [url]
+        _assert_same_ids(ours, folder, _texts(corpus_docs))
+
 PROBE = """
 import json, sys
+from llmfoundry import storage
 from llmfoundry.data.fast_tokenizer import load_tokenizer
 tok = load_tokenizer(sys.argv[1])
 heavy = sorted(m for m in ('torch', 'transformers', 'streaming') if m in sys.modules)

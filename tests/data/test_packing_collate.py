@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from llmfoundry.data.collate import IGNORE_INDEX, TextCollator, sequence_ids
+from llmfoundry.data.collate import TextCollator, sequence_ids
+from llmfoundry.data.labels import IGNORE_INDEX
 from llmfoundry.data.prep.packing import TokenPacker
 
 

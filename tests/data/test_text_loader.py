@@ -10,7 +10,7 @@ import torch
 from mds_reference import expected_rows
 from streaming import MDSWriter
 
-from llmfoundry.data.collate import IGNORE_INDEX
+from llmfoundry.data.labels import IGNORE_INDEX
 from llmfoundry.data.prep.cli import main as prep_main
 from llmfoundry.data.text_loader import build_text_dataloader
 

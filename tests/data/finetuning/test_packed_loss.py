@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmfoundry.data.collate import IGNORE_INDEX
 from llmfoundry.data.finetuning.collate import FinetuningCollator
 from llmfoundry.data.finetuning.packing import Packer
+from llmfoundry.data.labels import IGNORE_INDEX
 from llmfoundry.models.mpt import MPTConfig, MPTForCausalLM
 
 ROWS = [([9, 10, 11, 12, 0], [-100, -100, 11, 12, 0]), ([13, 14, 0], [-100, 14, 0]),
