@@ -126,6 +126,9 @@ class Callback:
     def batch_end(self, state: TrainState, logger: MetricLogger) -> None:
         pass
 
+    def eval_start(self, state: TrainState, logger: MetricLogger) -> None:
+        pass
+
     def eval_end(self, state: TrainState, logger: MetricLogger, metrics: dict[str, float]) -> None:
         pass
 
@@ -134,3 +137,7 @@ class Callback:
 
     def fit_end(self, state: TrainState, logger: MetricLogger) -> None:
         pass
+
+    def close(self, state: TrainState, logger: MetricLogger) -> None:
+        """The run is over, finished or failed (after fit_end, or instead of it on an error): give back what
+        fit_start took."""

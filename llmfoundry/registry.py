@@ -144,6 +144,7 @@ callbacks: Registry[Callback] = Registry('callbacks', {
     'nan_monitor': 'llmfoundry.callbacks.nan_monitor:NaNMonitor',
     'optimizer_monitor': 'llmfoundry.callbacks.optimizer_monitor:OptimizerMonitor',
     'runtime_estimator': 'llmfoundry.callbacks.runtime_estimator:RuntimeEstimator',
+    'scheduled_gc': 'llmfoundry.callbacks.scheduled_gc:ScheduledGarbageCollector',
     'speed_monitor': 'llmfoundry.callbacks.speed_monitor:SpeedMonitor',
 })
 # `loggers: {name: kwargs}` -> (**kwargs, run_folder=, default_name=) -> LoggerDestination

@@ -269,6 +269,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         model = self.state.model
         self.phase = f'evaluation after batch {self.state.timestamp.batch}'
+        self._event('eval_start')
         was_training = model.training
         model.eval()
         results = evaluate_loss(lambda batch: self._forward(model, batch), self.eval_loaders, self.dist.device,
@@ -328,6 +329,8 @@ class Trainer:
                 f'rank {self.dist.rank}: a collective did not complete within dist_timeout='
                 f'{self.config.dist_timeout:g} s during {self.phase}; another rank is stuck or died (see its log).'
             ) from error
+        finally:
+            self._event('close')
 
     def _fit(self) -> TrainState:
         state = self.state
