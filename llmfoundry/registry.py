@@ -136,6 +136,7 @@ schedulers: Registry[Any] = Registry('schedulers', {
 })
 # `callbacks: {name: kwargs}` -> Callback
 callbacks: Registry[Callback] = Registry('callbacks', {
+    'early_stopper': 'llmfoundry.callbacks.early_stopper:EarlyStopper',
     'generate': 'llmfoundry.callbacks.generate:Generate',
     'hf_checkpointer': 'llmfoundry.callbacks.hf_checkpointer:HuggingFaceCheckpointer',
     'loss_spike': 'llmfoundry.callbacks.loss_spike:LossSpike',
