@@ -210,6 +210,7 @@ class TrainConfig:
     load_path: str | None = None
     load_weights_only: bool = False
     load_strict_model_weights: bool = True
+    load_ignore_keys: list[str] | None = None  # Composer paths left out of load_path (train/checkpoint/ignore_keys.py)
     autoresume: bool = False
 
     def __post_init__(self) -> None:

@@ -161,6 +161,27 @@ def main() -> None:
     first_bare = bare_results[args.nprocs[0]]
     for nproc, tokens_per_s in bare_results.items():
         print(f"{f'{nproc} bare':>9} | {tokens_per_s:>9.0f} | {tokens_per_s / first_bare:>7.2f}x |")
+    print_paired(args.nprocs, runs, bare_runs)
+
+
+def print_paired(nprocs: list[int], runs: dict[int, list[dict[str, float]]], bare_runs: dict[int, list[float]]) -> None:
+    """The speed-up of each process count over the first, per repeat: a repeat's runs are minutes apart, so their
+    ratio is less exposed to a shared machine's drift than the ratio of medians; and the trainer's share of the
+    bare rate."""
+    print('\nper repeat (runs next to each other): speed-up over the first process count; trainer / bare')
+    first = nprocs[0]
+    for nproc in nprocs[1:]:
+        trainer = [r['tokens/s'] / f['tokens/s'] for r, f in zip(runs[nproc], runs[first])]
+        bare = [b / f for b, f in zip(bare_runs[nproc], bare_runs[first])]
+        print(f'  {nproc} vs {first} processes: trainer {spread(trainer)}; bare {spread(bare)}')
+    for nproc in nprocs:
+        share = [r['tokens/s'] / b for r, b in zip(runs[nproc], bare_runs[nproc])]
+        print(f'  {nproc} process(es): trainer / bare {spread(share)}')
+
+
+def spread(values: list[float]) -> str:
+    listed = ', '.join(f'{v:.2f}' for v in values)
+    return f'median {statistics.median(values):.2f}x ({listed})'
 
 
 if __name__ == '__main__':

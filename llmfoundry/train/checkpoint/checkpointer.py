@@ -29,7 +29,7 @@ import io
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -55,6 +55,8 @@ from llmfoundry.models.peft_adapter import base_name, has_adapter, is_adapter_pa
 
 from . import composer, dcp_io, formats, layout, rng
 from .errors import CheckpointError
+from .ignore_keys import Ignored
+from .ignore_keys import resolve as resolve_ignore_keys
 
 T = TypeVar('T')
 log = logging.getLogger(__name__)
@@ -152,34 +154,40 @@ def save(settings: SaveSettings, parts: CheckpointParts, *, rank: int, world_siz
 
 def load(
     path: str, model: nn.Module, optimizer: Optimizer | None = None, *, weights_only: bool = False,
-    strict: bool = True, rank: int = 0, world_size: int = 1,
+    strict: bool = True, rank: int = 0, world_size: int = 1, ignore_keys: Sequence[str] = (),
 ) -> Restored:  # fmt: skip
     """Load a checkpoint folder (ours or Composer's) or a Composer `.pt` into `model` (and `optimizer`).
 
     Works on any world size: DCP reshards model and optimizer state to the current sharding. `strict=False`
-    tolerates model parameters missing from the checkpoint (load_strict_model_weights).
+    tolerates model parameters missing from the checkpoint (load_strict_model_weights). `ignore_keys`: Composer
+    paths of what to leave out (load_ignore_keys, ignore_keys.py).
     """
+    ignored = Ignored()
+    if ignore_keys:
+        ignored = resolve_ignore_keys(ignore_keys, get_model_state_dict(model), type(optimizer).__name__)
     marker = formats.check_readable(path)
     if marker is None:
-        return _load_composer(path, model, weights_only=weights_only, strict=strict)
+        return _load_composer(path, model, weights_only=weights_only, strict=strict, skip=ignored.weights)
     saved_keys = set(layout.read_metadata(path).state_dict_metadata)
     if _base_into_adapter(model, saved_keys):
-        _load_base_weights(path, model, strict=strict)
+        _load_base_weights(path, model, strict=strict, skip=ignored.weights)
         return Restored(path=path, saved_world_size=marker['world_size'])
     if marker['weights_only'] and not weights_only:
         raise CheckpointError(f'checkpoint {path} holds model weights only; load it with load_weights_only: true.')
-    with_optimizer = optimizer is not None and not weights_only
+    with_optimizer = optimizer is not None and not weights_only and 'optim' not in ignored.parts
     if with_optimizer:
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state: dict[str, Any] = {'model': model_sd, 'optim': optim_sd}
     else:
         state = {'model': get_model_state_dict(model)}
+    kept = {name: state['model'].pop(name) for name in ignored.weights}  # not read: they keep the model's values
     same_world = marker['world_size'] == world_size
     packed = [] if weights_only else ['timestamp', 'loader', 'config'] + ([f'rng/rank{rank}'] if same_world else [])
     for key in packed:
-        if key in saved_keys:
+        if key in saved_keys and key.split('/')[0] not in ignored.parts:
             state[key] = b''  # a placeholder DCP replaces with the stored bytes
     dcp_io.load(state, path, DefaultLoadPlanner(allow_partial_load=not strict))
+    state['model'].update(kept)
     options = StateDictOptions(strict=strict)
     if with_optimizer:
         set_state_dict(model, optimizer, model_state_dict=state['model'], optim_state_dict=state['optim'],
@@ -309,30 +317,37 @@ def _log_base_load(path: str) -> None:
              'the adapter keeps its init; optimizer, timestamp and data loader start fresh).', path)
 
 
-def _load_base_weights(path: str, model: nn.Module, *, strict: bool) -> None:
-    """Load the checkpoint's weights into `model`'s base weights, read under their names without the adapter."""
+def _load_base_weights(path: str, model: nn.Module, *, strict: bool, skip: frozenset[str]) -> None:
+    """Load the checkpoint's weights into `model`'s base weights, read under their names without the adapter;
+    those in `skip` keep their values."""
     _log_base_load(path)
     adapted = get_model_state_dict(model)
-    state = {'model': {base_name(name): tensor for name, tensor in adapted.items() if not is_adapter_parameter(name)}}
+    state = {'model': {base_name(name): tensor for name, tensor in adapted.items()
+                       if not is_adapter_parameter(name) and name not in skip}}
     dcp_io.load(state, path, DefaultLoadPlanner(allow_partial_load=not strict))
     # the adapter is absent on purpose; a missing base weight was refused by the planner (when strict)
     set_model_state_dict(model, under_adapted_names(state['model'], adapted), options=StateDictOptions(strict=False))
 
 
-def _load_composer(path: str, model: nn.Module, *, weights_only: bool, strict: bool) -> Restored:
+def _load_composer(path: str, model: nn.Module, *, weights_only: bool, strict: bool, skip: frozenset[str]) -> Restored:
     weights = composer.read_model_weights(path)
-    if _base_into_adapter(model, set(weights)):
+    names = get_model_state_dict(model).keys()
+    adapter_base = _base_into_adapter(model, set(weights))
+    if adapter_base:
         _log_base_load(path)
-        names = get_model_state_dict(model).keys()
         weights = under_adapted_names(weights, names)
-        missing = [name for name in names if not is_adapter_parameter(name) and name not in weights]
-        if strict and missing:
-            raise CheckpointError(f'{path} lacks the base weights {", ".join(missing)}; set '
-                                  'load_strict_model_weights: false to keep their init.')
-        strict = False  # the adapter is absent on purpose
     elif not weights_only:
         warnings.warn(f'{path} is a Composer checkpoint: only the model weights are migrated; optimizer, '
                       'timestamp and data loader start fresh.', stacklevel=3)
+    weights = {name: tensor for name, tensor in weights.items() if name not in skip}
+    if adapter_base or skip:  # the adapter and the skipped weights are absent on purpose: check the others here
+        missing = [name for name in names if name not in weights and name not in skip
+                   and not (adapter_base and is_adapter_parameter(name))]
+        if strict and missing:
+            kind = 'base weights' if adapter_base else 'weights'
+            raise CheckpointError(f'{path} lacks the {kind} {", ".join(missing)}; set '
+                                  'load_strict_model_weights: false to keep their init.')
+        strict = False
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=strict))
     return Restored(path=path)
 

@@ -1,11 +1,11 @@
 """How a run starts from a checkpoint, and what `load_path` may name.
 
-With `autoresume: true` the newest complete checkpoint under save_folder wins (a full resume: weights,
-optimizer, timestamp, data loader position, RNG); otherwise `load_path` is loaded, fully or, with
-`load_weights_only`, as a warm start. The LR schedule needs no state of its own: it is a function of the
-restored timestamp. A LoRA run (model.peft_config) given a checkpoint without adapter weights, such as the
-pretraining run it finetunes, takes its weights as the base weights only (checkpointer.py). The optimizer's
-hyperparameters (lr, betas, weight_decay, ...) are the config's, not the checkpoint's: a restart after a
+With `autoresume: true` the newest complete checkpoint under save_folder wins (a full resume: weights, optimizer,
+timestamp, data loader position, RNG); otherwise `load_path` is loaded, fully or, with `load_weights_only`, as a
+warm start; `load_ignore_keys` leaves parts of it out (ignore_keys.py). The LR schedule needs no state of its own:
+it is a function of the restored timestamp. A LoRA run (model.peft_config) given a checkpoint without adapter
+weights, such as the pretraining run it finetunes, takes its weights as the base weights only (checkpointer.py). The
+optimizer's hyperparameters (lr, betas, weight_decay, ...) are the config's, not the checkpoint's: a restart after a
 divergence with a lower `optimizer.lr` trains with that lr.
 """
 
@@ -34,16 +34,17 @@ log = logging.getLogger(__name__)
 def resume(config: TrainConfig, state: TrainState, loader: Any) -> str | None:
     """Restore what the config asks for into `state` and `loader`; returns the checkpoint used, if any."""
     rank, world = state.dist.rank, state.dist.world_size
-    path, full = None, True
+    path, full, ignore_keys = None, True, []
     if config.autoresume and config.save_folder:
         path = find_latest(layout.resolve_folder(config.save_folder, state.run_name), rank=rank, world_size=world)
     if path is None and config.load_path:
         path, full = load_path_for(config.load_path, state), not config.load_weights_only
+        ignore_keys = config.load_ignore_keys or []  # not on autoresume: a run restores all of its own state
     if path is None:
         return None
     configured = _hyperparameters(state.optimizer)
     restored = load(path, state.model, state.optimizer, weights_only=not full,
-                    strict=config.load_strict_model_weights, rank=rank, world_size=world)
+                    strict=config.load_strict_model_weights, rank=rank, world_size=world, ignore_keys=ignore_keys)
     _keep_hyperparameters(state.optimizer, configured)
     if restored.timestamp is not None:
         state.timestamp = restored.timestamp

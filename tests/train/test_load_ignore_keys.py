@@ -1,0 +1,98 @@
+"""load_ignore_keys: Composer's state paths leave weights, optimizer state, progress or RNG out of a load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_checkpoint import Tiny, _composer_layout, _full_state, _save, _trained
+from test_divergence import batches_logged, logged
+from test_train_e2e import MPT_SIZE, TINY_YAML, overrides
+
+from llmfoundry.config.time import Timestamp
+from llmfoundry.config.validation import ConfigError
+from llmfoundry.train.checkpoint import load
+from llmfoundry.train.checkpoint.ignore_keys import resolve
+from llmfoundry.train.entry import main as train
+
+NAMES = ['inp.weight', 'inp.bias', 'out.weight', 'out.bias']
+
+
+@pytest.mark.parametrize(('patterns', 'weights', 'parts'), [
+    (['state/model/inp.*'], {'inp.weight', 'inp.bias'}, set()),
+    (['state/model/model.out.weight'], {'out.weight'}, set()),  # Composer's HF wrapper prefix
+    (['state/model/*.bias'], {'inp.bias', 'out.bias'}, set()),
+    (['state/model'], set(NAMES), set()),
+    (['state/optimizers'], set(), {'optim'}),
+    (['state/optimizers/*'], set(), {'optim'}),
+    (['state/optimizers/DecoupledAdamW'], set(), {'optim'}),
+    (['rng', 'state/dataset_state'], set(), {'rng', 'loader'}),
+    (['state/timestamp'], set(), {'timestamp', 'loader', 'rng'}),  # a position and RNG of another batch
+    (['state/schedulers', 'state/rank_zero_seed'], set(), set()),  # Composer's own state: nothing to leave out
+    (['state/*'], set(NAMES), {'optim', 'timestamp', 'loader', 'rng'}),
+])
+def test_composer_paths_name_the_parts_of_our_checkpoints(patterns, weights, parts):
+    ignored = resolve(patterns, NAMES, 'DecoupledAdamW')
+    assert ignored.weights == weights
+    assert ignored.parts == parts
+
+
+@pytest.mark.parametrize('pattern', ['state/model/wte.weight', 'state/optimizer', 'state/optimizers/Adam/state/0'])
+def test_a_pattern_that_matches_nothing_is_refused(pattern):
+    with pytest.raises(ConfigError, match=rf"load_ignore_keys\[0\]='{pattern}' matches nothing in the checkpoint"):
+        resolve([pattern], NAMES, 'DecoupledAdamW')
+
+
+def test_ignored_weights_keep_their_init_and_the_rest_loads(tmp_path: Path):
+    model, optimizer = _trained(seed=0)
+    saved = _full_state(model, optimizer)
+    path = _save(tmp_path, 7, model, optimizer)
+    fresh, fresh_optimizer = _trained(seed=1, steps=0)
+    init = {name: tensor.clone() for name, tensor in fresh.state_dict().items()}
+    restored = load(path, fresh, fresh_optimizer, ignore_keys=['state/model/model.inp.*'])
+    state = fresh.state_dict()
+    assert all(torch.equal(state[name], init[name]) for name in ('inp.weight', 'inp.bias'))
+    assert all(torch.equal(state[name], saved['model'][name]) for name in ('out.weight', 'out.bias'))
+    assert restored.timestamp == Timestamp(batch=7, sample=28)
+    assert torch.equal(fresh_optimizer.state[fresh.out.weight]['exp_avg'], saved['optim']['out.weight']['exp_avg'])
+
+
+def test_leaving_out_the_optimizer_and_progress_is_a_warm_start_with_the_weights(tmp_path: Path):
+    model, optimizer = _trained(seed=0)
+    path = _save(tmp_path, 7, model, optimizer)
+    fresh, fresh_optimizer = _trained(seed=1, steps=0)
+    restored = load(path, fresh, fresh_optimizer, ignore_keys=['state/optimizers', 'state/timestamp'])
+    assert not fresh_optimizer.state  # no moments, no step counts
+    assert restored.timestamp is None and restored.loader_state is None and restored.rng is None
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+
+    other = Tiny()
+    only_rng = load(path, other, torch.optim.AdamW(other.parameters()), ignore_keys=['rng'])
+    assert only_rng.timestamp == Timestamp(batch=7, sample=28) and only_rng.rng is None
+    assert only_rng.loader_state == {'sample_in_epoch': 28}
+
+
+def test_composer_checkpoints_leave_out_weights_too(tmp_path: Path):
+    source, _ = _trained(seed=3, steps=0)
+    path = str(tmp_path / 'ep0-ba10-rank0.pt')
+    torch.save(_composer_layout(source), path)
+    target = Tiny()
+    init = target.out.weight.clone()
+    load(path, target, weights_only=True, ignore_keys=['state/model/model.out.weight'])
+    assert torch.equal(target.out.weight, init)
+    assert torch.equal(target.inp.weight, source.inp.weight)
+
+
+def test_a_run_warm_started_without_progress_trains_from_batch_one(mds_dir, tokenizer_dir, tmp_path: Path):
+    """load_ignore_keys reaches the load of load_path: the weights come, the progress does not (a new run)."""
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    assert train([str(TINY_YAML), *overrides(mds_dir, tokenizer_dir, first, *MPT_SIZE, 'max_duration=6ba',
+                                             'eval_interval=100ba')]) == 0
+    assert train([str(TINY_YAML), *overrides(mds_dir, tokenizer_dir, second, *MPT_SIZE, 'max_duration=2ba',
+                                             'eval_interval=100ba', f'load_path={first}/ep0-ba6',
+                                             'load_ignore_keys=[state/timestamp, state/optimizers]')]) == 0
+    assert batches_logged(second) == [1, 2]  # batch 7 onwards had the timestamp been loaded: 6ba would be done
+    (_, trained_loss), *_ = logged(second, 'loss/train/total')
+    (_, fresh_loss), *_ = logged(first, 'loss/train/total')
+    assert trained_loss < fresh_loss - 0.1  # the first run's weights
