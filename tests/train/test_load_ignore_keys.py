@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ranks import run_ranks
 from test_checkpoint import Tiny, _composer_layout, _full_state, _save, _trained
 from test_divergence import batches_logged, logged
 from test_train_e2e import MPT_SIZE, TINY_YAML, overrides
@@ -96,3 +97,33 @@ def test_a_run_warm_started_without_progress_trains_from_batch_one(mds_dir, toke
     (_, trained_loss), *_ = logged(second, 'loss/train/total')
     (_, fresh_loss), *_ = logged(first, 'loss/train/total')
     assert trained_loss < fresh_loss - 0.1  # the first run's weights
+
+
+def _two_rank_load(rank: int, world_size: int, root: str) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(100)
+    model = Tiny()
+    mesh = init_device_mesh('cpu', (world_size,))
+    for module in (model.inp, model.out, model):
+        fully_shard(module, mesh=mesh)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    before = _full_state(model, optimizer)['model']
+    restored = load(f'{root}/ep0-ba7', model, optimizer, rank=rank, world_size=world_size,
+                    ignore_keys=['state/model/inp.*', 'state/optimizers'])
+    after = _full_state(model, optimizer)
+    saved = torch.load(f'{root}/expected.pt')
+    assert all(torch.equal(after['model'][name], before[name]) for name in ('inp.weight', 'inp.bias'))
+    assert all(torch.equal(after['model'][name], saved['model'][name]) for name in ('out.weight', 'out.bias'))
+    # get_state_dict gave the optimizer zero state before the load; the load left it so
+    assert all(not per['exp_avg'].any() for per in after['optim'].values())
+    assert restored.timestamp == Timestamp(batch=7, sample=28)
+
+
+@pytest.mark.slow
+def test_two_fsdp_ranks_leave_out_the_same_weights(tmp_path: Path):
+    model, optimizer = _trained(seed=0)
+    torch.save(_full_state(model, optimizer), tmp_path / 'expected.pt')
+    _save(tmp_path, 7, model, optimizer)
+    run_ranks(_two_rank_load, 2, str(tmp_path), timeout=90)
