@@ -24,7 +24,6 @@ NOT_BUILT: dict[str, str] = {
     **{key: (f'{key} is not supported yet: the ICL tasks\' length is icl_seq_len (default: max_seq_len); use that '
              'instead, or remove it (or set it to null).') for key in ('icl_max_seq_len', 'icl_seq_len_buffer')},
     'tp_config': _not_yet('tp_config', 'tensor parallelism'),
-    'save_ignore_keys': _not_yet('save_ignore_keys', 'leaving keys out of a checkpoint'),
 }
 
 # Mixture-of-experts: MPT's megablocks FFNs and the Hugging Face MoE architectures (DBRX is llm-foundry's own).

@@ -206,6 +206,7 @@ class TrainConfig:
     save_num_checkpoints_to_keep: int = -1
     save_overwrite: bool = False
     save_weights_only: bool = False
+    save_ignore_keys: list[str] | None = None  # Composer paths left out of each checkpoint (checkpoint/ignore_keys.py)
     save_on_divergence: bool = False  # also save a stop by nan_monitor / loss_spike, as diverged-<name> (never latest)
     load_path: str | None = None
     load_weights_only: bool = False

@@ -75,10 +75,10 @@ def test_an_evaluation_yaml_is_recognised_before_its_missing_training_keys(tmp_p
 
 
 def test_unset_keys_of_features_not_built_are_accepted_and_dropped():
-    load_train_config(TINY_YAML, ['icl_tasks=null', 'eval_gauntlet=null', 'profiler=null', 'save_ignore_keys=null'])
-    raw = {'tp_config': None, 'save_ignore_keys': None, 'seed': 1}
+    load_train_config(TINY_YAML, ['icl_tasks=null', 'eval_gauntlet=null', 'profiler=null', 'tp_config=null'])
+    raw = {'tp_config': None, 'icl_seq_len_buffer': None, 'seed': 1}
     assert without_unset(raw) == {'seed': 1}
-    assert raw == {'tp_config': None, 'save_ignore_keys': None, 'seed': 1}  # the caller's mapping is left alone
+    assert raw == {'tp_config': None, 'icl_seq_len_buffer': None, 'seed': 1}  # the caller's mapping is left alone
 
 
 def test_every_not_built_message_names_its_key_or_the_eval_yaml():

@@ -63,8 +63,8 @@ def test_missing_required_key(tmp_path):
 
 @pytest.mark.parametrize(('override', 'message'), [
     ('save_latest_filename=latest-{run_name}', "the pointer to the newest checkpoint is always 'latest'"),
-    ('save_ignore_keys=[rng]', 'save_ignore_keys is not supported yet'),
+    ('tp_config={tensor_parallel_degree: 2}', 'tp_config is not supported yet'),
 ])
-def test_checkpoint_keys_we_do_not_honour_are_refused(tmp_path, override, message):
+def test_keys_we_do_not_honour_are_refused(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         load_train_config(write(tmp_path, ''), [override])

@@ -3,6 +3,7 @@
 What a checkpoint holds (DCP keys):
     model            the model's state dict from `get_state_dict` (DTensor shards under FSDP2, plain tensors otherwise)
     optim            the optimizer's state dict keyed by parameter name (absent with save_weights_only)
+save_ignore_keys leaves out what its Composer paths name (ignore_keys.py): weights, optim, timestamp, loader, rng.
     timestamp        packed dict of llmfoundry's Timestamp                                  (written by rank 0)
     loader           packed data loader state; it must describe the *global* position      (written by rank 0)
     config           packed resolved config text                                           (written by rank 0)
@@ -76,6 +77,7 @@ class SaveSettings:
     weights_only: bool = False
     run_name: str = ''
     consolidated: bool = False  # also write the full weights as model.safetensors (state_dict_type: full)
+    ignore_keys: tuple[str, ...] = ()  # Composer paths left out of the checkpoint (save_ignore_keys, ignore_keys.py)
     diverged: bool = False  # a diverged run's state: named diverged-<name>, never `latest`, never pruned
 
     def __post_init__(self) -> None:
@@ -93,6 +95,7 @@ class SaveSettings:
             save_folder=layout.resolve_folder(config.save_folder, run_name), save_filename=config.save_filename,
             num_to_keep=config.save_num_checkpoints_to_keep, overwrite=config.save_overwrite,
             weights_only=config.save_weights_only, run_name=run_name, consolidated=_wants_consolidated(config),
+            ignore_keys=tuple(config.save_ignore_keys or ()),
         )  # fmt: skip
 
 
@@ -142,7 +145,7 @@ def save(settings: SaveSettings, parts: CheckpointParts, *, rank: int, world_siz
         name = layout.DIVERGED_PREFIX + name
     path = storage.join(settings.save_folder, name)
     _agreed(lambda: _clear_target(path, settings.overwrite), rank, world_size)
-    state = _state_to_save(parts, settings.weights_only, rank)
+    state = _state_to_save(parts, settings.weights_only, rank, settings.ignore_keys)
     dcp_io.save(state, path)
     if settings.consolidated:
         _write_consolidated(parts.model, path, rank, world_size)
@@ -175,12 +178,19 @@ def load(
     if marker['weights_only'] and not weights_only:
         raise CheckpointError(f'checkpoint {path} holds model weights only; load it with load_weights_only: true.')
     with_optimizer = optimizer is not None and not weights_only and 'optim' not in ignored.parts
+    if with_optimizer and not any(key.startswith('optim.') for key in saved_keys):
+        log.warning('%s holds no optimizer state (saved with save_ignore_keys): the optimizer starts fresh.', path)
+        with_optimizer = False
     if with_optimizer:
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state: dict[str, Any] = {'model': model_sd, 'optim': optim_sd}
     else:
         state = {'model': get_model_state_dict(model)}
     kept = {name: state['model'].pop(name) for name in ignored.weights}  # not read: they keep the model's values
+    missing = [name for name in state['model'] if f'model.{name}' not in saved_keys]
+    if strict and missing:
+        raise CheckpointError(f'{path} lacks the weights {", ".join(missing)}; set load_strict_model_weights: false '
+                              'to keep their init, or leave them out with load_ignore_keys.')
     same_world = marker['world_size'] == world_size
     packed = [] if weights_only else ['timestamp', 'loader', 'config'] + ([f'rng/rank{rank}'] if same_world else [])
     for key in packed:
@@ -264,19 +274,26 @@ def _clear_target(path: str, overwrite: bool) -> None:
     storage.remove(path)
 
 
-def _state_to_save(parts: CheckpointParts, weights_only: bool, rank: int) -> dict[str, Any]:
+def _state_to_save(parts: CheckpointParts, weights_only: bool, rank: int, ignore_keys: Sequence[str]) -> dict[str, Any]:
     if weights_only:
-        return {'model': get_model_state_dict(parts.model)}
-    if parts.optimizer is None:
+        state: dict[str, Any] = {'model': get_model_state_dict(parts.model)}
+    elif parts.optimizer is None:
         raise CheckpointError('a full checkpoint needs the optimizer; use save_weights_only for weights alone.')
-    model_sd, optim_sd = get_state_dict(parts.model, parts.optimizer)
-    state: dict[str, Any] = {'model': model_sd, 'optim': optim_sd, f'rng/rank{rank}': _pack(rng.capture())}
-    if rank == 0:
-        state['timestamp'] = _pack(asdict(parts.timestamp))
-        if parts.loader_state is not None:
-            state['loader'] = _pack(parts.loader_state)
-        if parts.config_text is not None:
-            state['config'] = _pack(parts.config_text)
+    else:
+        model_sd, optim_sd = get_state_dict(parts.model, parts.optimizer)
+        state = {'model': model_sd, 'optim': optim_sd, f'rng/rank{rank}': _pack(rng.capture())}
+        if rank == 0:
+            state['timestamp'] = _pack(asdict(parts.timestamp))
+            if parts.loader_state is not None:
+                state['loader'] = _pack(parts.loader_state)
+            if parts.config_text is not None:
+                state['config'] = _pack(parts.config_text)
+    if ignore_keys:
+        ignored = resolve_ignore_keys(ignore_keys, state['model'], type(parts.optimizer).__name__, 'save_ignore_keys')
+        for name in ignored.weights:
+            del state['model'][name]
+        for key in [key for key in state if key.split('/')[0] in ignored.parts]:
+            del state[key]
     return state
 
 

@@ -1,4 +1,5 @@
-"""`load_ignore_keys`: Composer's paths into a checkpoint's state, left out when `load_path` is loaded.
+"""`load_ignore_keys` / `save_ignore_keys`: Composer's paths into a checkpoint's state, left out when `load_path`
+is loaded / when a checkpoint is saved.
 
 Composer names the parts of its state with '/'-joined paths and matches each pattern (fnmatch: `*`, `?`, `[...]`)
 against them; a pattern that matches a path leaves out everything under it. The same paths name the parts of our
@@ -15,7 +16,10 @@ checkpoints:
 Paths of Composer's state that our checkpoints do not hold (state/schedulers: the schedule is a function of the
 timestamp; state/rank_zero_seed, state/algorithms, state/callbacks, ...) are accepted and leave out nothing. A
 pattern that matches none of these is refused, so a typo cannot silently load everything.
-Autoresume ignores the setting: resuming a run restores all of that run's own state.
+Autoresume ignores load_ignore_keys: resuming a run restores all of that run's own state, as far as its checkpoints
+hold it. A checkpoint saved without some weights loads (and autoresumes) only with load_strict_model_weights: false;
+one saved without the optimizer state resumes with a fresh optimizer; one saved without its timestamp resumes from
+batch 0 with the saved weights.
 """
 
 from __future__ import annotations
@@ -59,21 +63,23 @@ def _covers_part(pattern: str, path: str, optimizer_name: str) -> bool:
     return _covers(pattern, path) or any(fnmatchcase(child, pattern) for child in children)
 
 
-def resolve(patterns: Iterable[str], weight_names: Iterable[str], optimizer_name: str) -> Ignored:
-    """The weights and parts that `load_ignore_keys` leaves out of a checkpoint of a model with these weight names."""
+def resolve(patterns: Iterable[str], weight_names: Iterable[str], optimizer_name: str,
+            key: str = 'load_ignore_keys') -> Ignored:
+    """The weights and parts that the patterns of the setting `key` leave out of the checkpoint of a model with these
+    weight names."""
     names = list(weight_names)
     weights: set[str] = set()
     parts: set[str] = set()
     for index, pattern in enumerate(patterns):
         if not isinstance(pattern, str) or not pattern:
-            raise ConfigError(f'load_ignore_keys[{index}] must be a non-empty path pattern, got {pattern!r}.')
+            raise ConfigError(f'{key}[{index}] must be a non-empty path pattern, got {pattern!r}.')
         matched_weights = {name for name in names
                            if _covers(pattern, f'{MODEL}/{name}') or _covers(pattern, f'{MODEL}/model.{name}')}
         matched_parts = {part for path, part in PARTS.items() if _covers_part(pattern, path, optimizer_name)}
         composer_only = any(_covers_part(pattern, path, optimizer_name) for path in COMPOSER_ONLY)
         if not (matched_weights or matched_parts or composer_only):
             raise ConfigError(
-                f'load_ignore_keys[{index}]={pattern!r} matches nothing in the checkpoint. Paths: '
+                f'{key}[{index}]={pattern!r} matches nothing in the checkpoint. Paths: '
                 f"{MODEL}/<weight name> (e.g. '{MODEL}/*wte*'), {', '.join(PARTS)}; a part of the optimizer "
                 'state cannot be left out, only all of it (state/optimizers).')
         weights |= matched_weights

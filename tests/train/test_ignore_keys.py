@@ -1,4 +1,5 @@
-"""load_ignore_keys: Composer's state paths leave weights, optimizer state, progress or RNG out of a load."""
+"""load_ignore_keys / save_ignore_keys: Composer's state paths leave weights, optimizer state, progress or RNG out
+of a load / a checkpoint."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from test_train_e2e import MPT_SIZE, TINY_YAML, overrides
 
 from llmfoundry.config.time import Timestamp
 from llmfoundry.config.validation import ConfigError
-from llmfoundry.train.checkpoint import load
+from llmfoundry.train.checkpoint import CheckpointError, layout, load
 from llmfoundry.train.checkpoint.ignore_keys import resolve
 from llmfoundry.train.entry import main as train
 
@@ -86,10 +87,12 @@ def test_composer_checkpoints_leave_out_weights_too(tmp_path: Path):
 
 
 def test_a_run_warm_started_without_progress_trains_from_batch_one(mds_dir, tokenizer_dir, tmp_path: Path):
-    """load_ignore_keys reaches the load of load_path: the weights come, the progress does not (a new run)."""
+    """The config keys reach the checkpoints: save_ignore_keys leaves the RNG out; load_ignore_keys takes the weights
+    of load_path but not its progress (a new run)."""
     first, second = tmp_path / 'first', tmp_path / 'second'
     assert train([str(TINY_YAML), *overrides(mds_dir, tokenizer_dir, first, *MPT_SIZE, 'max_duration=6ba',
-                                             'eval_interval=100ba')]) == 0
+                                             'eval_interval=100ba', 'save_ignore_keys=[rng]')]) == 0
+    assert not any(key.startswith('rng') for key in layout.read_metadata(str(first / 'ep0-ba6')).state_dict_metadata)
     assert train([str(TINY_YAML), *overrides(mds_dir, tokenizer_dir, second, *MPT_SIZE, 'max_duration=2ba',
                                              'eval_interval=100ba', f'load_path={first}/ep0-ba6',
                                              'load_ignore_keys=[state/timestamp, state/optimizers]')]) == 0
@@ -127,3 +130,23 @@ def test_two_fsdp_ranks_leave_out_the_same_weights(tmp_path: Path):
     torch.save(_full_state(model, optimizer), tmp_path / 'expected.pt')
     _save(tmp_path, 7, model, optimizer)
     run_ranks(_two_rank_load, 2, str(tmp_path), timeout=90)
+
+
+def test_save_ignore_keys_leaves_parts_out_and_the_load_copes(tmp_path: Path, caplog):
+    model, optimizer = _trained(seed=0)
+    path = _save(tmp_path / 'a', 7, model, optimizer, ignore_keys=('state/optimizers', 'rng'))
+    keys = set(layout.read_metadata(path).state_dict_metadata)
+    assert not any(key.startswith(('optim', 'rng')) for key in keys) and {'timestamp', 'loader'} <= keys
+    fresh, fresh_optimizer = _trained(seed=1, steps=0)
+    restored = load(path, fresh, fresh_optimizer)
+    assert 'holds no optimizer state (saved with save_ignore_keys): the optimizer starts fresh' in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    assert restored.timestamp == Timestamp(batch=7, sample=28) and restored.rng is None
+
+    path = _save(tmp_path / 'b', 7, model, optimizer, ignore_keys=('state/model/model.out.*',))
+    with pytest.raises(CheckpointError, match=r'lacks the weights out\.weight, out\.bias; set load_strict_model_w'):
+        load(path, Tiny(), weights_only=True)
+    partial = Tiny()
+    init = partial.out.weight.clone()
+    load(path, partial, weights_only=True, strict=False)
+    assert torch.equal(partial.out.weight, init) and torch.equal(partial.inp.weight, model.inp.weight)
