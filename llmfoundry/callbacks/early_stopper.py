@@ -49,6 +49,8 @@ class EarlyStopper(Callback):
         self.dataloader_label = dataloader_label
         self.better = COMPARISONS[comp]
         self.min_delta = abs(min_delta)
+        if isinstance(patience, int) and patience < 0:
+            raise ValueError(f'early_stopper.patience={patience} must be >= 0 (epochs, or a time string).')
         self.patience = Time(patience, TimeUnit.EPOCH) if isinstance(patience, int) else Time.parse(
             patience, 'early_stopper.patience')
         self.best: float | None = None

@@ -19,8 +19,8 @@ from llmfoundry.train.distributed import agree_on_errors
 from .metrics import METRICS, InContextLearningMetric
 from .prompts import Request
 from .scoring import continuation_logits, generate_answers, lockstep_count, precision_context
-from .task_config import IclTaskConfig
-from .task_file import TaskFileError, read_task_file, strip_strings
+from .task_config import IclTaskConfig, is_hub_dataset
+from .task_file import TaskFileError, read_hub_dataset, read_task_file, strip_strings
 from .tasks import Choices, IclTask
 
 
@@ -61,16 +61,21 @@ def build_metrics(task: IclTask) -> dict[str, InContextLearningMetric]:
 
 def load_records(task: IclTask) -> dict[str | None, list[dict[str, Any]]]:
     """The task file's checked records, by category (sorted, as llm-foundry does) or under None."""
-    uri = task.config.dataset_uri
+    config = task.config
+    uri = config.dataset_uri
+    if is_hub_dataset(config):
+        numbered, where = read_hub_dataset(uri, config.hf_loading_vars, config.hf_parsing_map), 'row'
+    else:
+        numbered, where = read_task_file(uri), 'line'
     groups: dict[str | None, list[dict[str, Any]]] = {}
-    for line, record in read_task_file(uri):
+    for line, record in numbered:
         problem = task.check(record)
-        if problem is None and task.config.has_categories and not isinstance(record.get('category'), str):
-            problem = "has_categories is set but the line has no string 'category' field"
+        if problem is None and config.has_categories and not isinstance(record.get('category'), str):
+            problem = f"has_categories is set but the {where} has no string 'category' field"
         if problem is not None:
-            raise TaskFileError(f'{uri}, line {line}: {problem}')
-        category = record['category'] if task.config.has_categories else None
-        groups.setdefault(category, []).append(strip_strings(record) if task.config.strip_dataset else record)
+            raise TaskFileError(f'{uri}, {where} {line}: {problem}')
+        category = record['category'] if config.has_categories else None
+        groups.setdefault(category, []).append(strip_strings(record) if config.strip_dataset else record)
     return dict(sorted(groups.items(), key=lambda item: item[0] or ''))
 
 

@@ -13,8 +13,6 @@ from llmfoundry.config.validation import ConfigError, from_dict
 NOT_BUILT = {
     'pass_at_k': 'code evaluation (pass@k) is not built; only the default, 1, runs',
     'generations_per_sample': 'code evaluation (several generations per sample) is not built; only 1 runs',
-    'hf_loading_vars': 'hf:// task datasets are not supported; download the JSONL file and give its path',
-    'hf_parsing_map': 'hf:// task datasets are not supported; download the JSONL file and give its path',
 }
 SINGLE_SAMPLE_KEYS = ('pass_at_k', 'generations_per_sample')
 
@@ -39,6 +37,8 @@ class IclTaskConfig:
     cot_delimiter: str = ''
     early_stopping_criteria: list[str] | None = None
     do_normalization: bool = True
+    hf_loading_vars: dict[str, Any] | None = None  # load_dataset's keyword arguments for an hf:// dataset
+    hf_parsing_map: dict[str, list[str]] | None = None  # task field -> dataset columns joined with spaces
 
 
 def parse_task(entry: Any, index: int) -> IclTaskConfig:
@@ -63,7 +63,21 @@ def parse_task(entry: Any, index: int) -> IclTaskConfig:
     task = from_dict(IclTaskConfig, entry, path)
     if any(not isinstance(k, int) or isinstance(k, bool) or k < 0 for k in task.num_fewshot):
         raise ConfigError(f"'{path}.num_fewshot' must be non-negative integers, got {task.num_fewshot!r}.")
+    if (task.hf_loading_vars is not None or task.hf_parsing_map is not None) and not is_hub_dataset(task):
+        raise ConfigError(f"'{path}': hf_loading_vars and hf_parsing_map apply to a Hugging Face dataset, "
+                          f"dataset_uri: hf://<dataset name>; got {task.dataset_uri!r}.")
     return task
+
+
+def is_hub_dataset(task: IclTaskConfig) -> bool:
+    """Whether dataset_uri names a dataset for `datasets.load_dataset` (llm-foundry's hf://<name>) rather than a
+    JSONL file: a file in a hub dataset repo, hf://datasets/<org>/<repo>/<file>.jsonl, is read as a file when no
+    hf_* key is set."""
+    uri = task.dataset_uri
+    if not uri.startswith('hf://'):
+        return False
+    is_file = uri.startswith('hf://datasets/') and uri.endswith(('.jsonl', '.json'))
+    return not is_file or task.hf_loading_vars is not None or task.hf_parsing_map is not None
 
 
 def with_defaults(task: IclTaskConfig, max_seq_len: int, batch_size: int) -> IclTaskConfig:

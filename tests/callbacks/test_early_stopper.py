@@ -69,6 +69,7 @@ def test_a_metric_the_evaluation_does_not_log_is_named_with_what_it_does(tmp_pat
     ({'dataloader_label': 'train'}, ValueError, 'dataloader_label: train is not supported'),
     ({'comp': 'smaller'}, ValueError, "early_stopper.comp='smaller' is not one of lt, le, gt, ge"),
     ({'patience': '3 batches'}, ConfigError, "early_stopper.patience='3 batches' is not a time string"),
+    ({'patience': -1}, ValueError, 'early_stopper.patience=-1 must be >= 0'),
 ])
 def test_bad_settings_are_refused(kwargs, error, message):
     with pytest.raises(error, match=message):
