@@ -3,11 +3,11 @@
 What a checkpoint holds (DCP keys):
     model            the model's state dict from `get_state_dict` (DTensor shards under FSDP2, plain tensors otherwise)
     optim            the optimizer's state dict keyed by parameter name (absent with save_weights_only)
-save_ignore_keys leaves out what its Composer paths name (ignore_keys.py): weights, optim, timestamp, loader, rng.
     timestamp        packed dict of llmfoundry's Timestamp                                  (written by rank 0)
     loader           packed data loader state; it must describe the *global* position      (written by rank 0)
     config           packed resolved config text                                           (written by rank 0)
     rng/rank{r}      packed generator states of rank r                                     (written by rank r)
+save_ignore_keys leaves out what its Composer paths name (ignore_keys.py): weights, optim, timestamp, loader, rng.
 A model with a LoRA adapter (model.peft_config) loads a checkpoint without adapter weights (the pretraining run it
 finetunes) as weights only: each base weight from its name without the adapter, the adapter kept at its init, no
 optimizer state, timestamp or data loader position (they belong to another run).
