@@ -79,8 +79,13 @@ class TorchProfiler(Callback):
             self.profiler.step()
 
     def fit_end(self, state: TrainState, logger: MetricLogger) -> None:
+        self.close(state, logger)
+
+    def close(self, state: TrainState, logger: MetricLogger) -> None:
+        """Also after a failed run: the trace of a cycle it ended inside is written, and the profiler does not
+        go on recording whatever the process does next."""
         if self.profiler is not None:
-            self.profiler.stop()  # writes a cycle the run ended inside
+            self.profiler.stop()
             self.profiler = None
 
     def _write(self, profiler: profile) -> None:

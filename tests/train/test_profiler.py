@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_scheduled_gc import FailAt
 from test_trainer_step import batches, make_trainer
 
 from llmfoundry.config.loading import load_train_config
@@ -39,6 +40,16 @@ def test_the_scheduled_batches_are_traced_once(tmp_path):
     ops = {event['name'] for event in trace['traceEvents']}
     assert {'aten::mm', 'Optimizer.step#DecoupledAdamW.step'} <= ops
     assert any(event['name'] == '[memory]' for event in trace['traceEvents'])  # torch_prof_profile_memory: true
+
+
+def test_a_failed_run_stops_the_profiler_and_keeps_the_trace_it_was_in(tmp_path):
+    callback = profiler(tmp_path / 'traces', schedule={'wait': 0, 'warmup': 0, 'active': 5})
+    trainer = make_trainer(tmp_path, batches(3), microbatch=2, callbacks=[callback, FailAt(2)], max_duration='3ba')
+    with pytest.raises(RuntimeError, match='callback failed at batch 2'):
+        trainer.fit()
+    assert not torch.autograd.profiler._is_profiler_enabled
+    trace = json.loads((tmp_path / 'traces' / 'rank0.2.pt.trace.json').read_text())
+    assert steps_in(trace) == ['ProfilerStep#0', 'ProfilerStep#1', 'ProfilerStep#2']  # #2: begun, then the error
 
 
 def test_repeating_cycles_keep_the_newest_traces_gzipped(tmp_path):
