@@ -92,7 +92,68 @@ class InContextLearningGenerationExactMatchAccuracy(InContextLearningMetric):
         self.add(any(answer.startswith(clean(label)) for label in labels))
 
 
+class InContextLearningExpectedCalibrationError(InContextLearningMetric):
+    """Expected calibration error (Guo et al. 2017) as llm-foundry computes it: each example's confidence (defined
+    by the subclass) falls into one of `n_buckets` equal buckets of [0, 1]; the result is the mean over examples of
+    |accuracy of the example's bucket - the bucket's midpoint| (the midpoint, not the mean confidence, as
+    llm-foundry does). 0 is perfectly calibrated."""
+
+    def __init__(self, n_buckets: int = 10) -> None:
+        super().__init__()
+        self.bucket_correct = torch.zeros(n_buckets, dtype=torch.float64)
+        self.bucket_totals = torch.zeros(n_buckets, dtype=torch.float64)
+
+    def add_confident(self, confidence: float, correct: bool) -> None:
+        n_buckets = len(self.bucket_totals)
+        bucket = min(int(confidence * n_buckets), n_buckets - 1)  # confidence 1.0 goes in the top bucket
+        self.bucket_correct[bucket] += float(correct)
+        self.bucket_totals[bucket] += 1.0
+        self.add(correct)
+
+    def sync(self, device: torch.device | str = 'cpu') -> None:
+        counts = all_reduce_sum(torch.cat([self.bucket_correct, self.bucket_totals]).to(device))
+        self.bucket_correct, self.bucket_totals = counts.cpu().chunk(2)
+        super().sync(device)
+
+    def compute(self) -> float:
+        if not self.total:
+            return float('nan')
+        n_buckets = len(self.bucket_totals)
+        midpoints = (torch.arange(n_buckets, dtype=torch.float64) + 0.5) / n_buckets
+        filled = self.bucket_totals > 0
+        accuracy = self.bucket_correct[filled] / self.bucket_totals[filled]
+        return float((self.bucket_totals[filled] / self.total * (accuracy - midpoints[filled]).abs()).sum())
+
+
+class InContextLearningMCExpectedCalibrationError(InContextLearningExpectedCalibrationError):
+    """Multiple choice: a choice's probability is the mean of its continuation tokens' probabilities; the
+    prediction is the most probable choice (the first of equals), its confidence that probability over the sum of
+    all choices' (llm-foundry's definition; note it ranks choices by mean probability, not by perplexity)."""
+
+    kind = 'choice'
+
+    def update(self, choices: list[tuple[torch.Tensor, torch.Tensor]], gold: int) -> None:
+        probabilities = [logits.float().softmax(dim=-1).gather(-1, targets[:, None]).mean().item()
+                         for logits, targets in choices]
+        best = max(probabilities)
+        self.add_confident(best / sum(probabilities), probabilities.index(best) == gold)
+
+
+class InContextLearningLMExpectedCalibrationError(InContextLearningExpectedCalibrationError):
+    """Language modelling: the confidence is the lowest, over the continuation's positions, of the greedy token's
+    probability; right when every greedy token is the continuation's."""
+
+    kind = 'lm'
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        probabilities = logits.float().softmax(dim=-1)
+        confidence = probabilities.max(dim=-1).values.min().item()
+        self.add_confident(confidence, bool((probabilities.argmax(dim=-1) == targets).all()))
+
+
 METRICS: dict[str, type[InContextLearningMetric]] = {
     cls.__name__: cls for cls in (InContextLearningLMAccuracy, InContextLearningMultipleChoiceAccuracy,
-                                  InContextLearningGenerationExactMatchAccuracy)
+                                  InContextLearningGenerationExactMatchAccuracy,
+                                  InContextLearningMCExpectedCalibrationError,
+                                  InContextLearningLMExpectedCalibrationError)
 }
