@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from eval_helpers import char_tokenizer, log_probs, task, tiny_mpt, write_jsonl
+from ranks import run_ranks
 
 from llmfoundry.eval.metrics import (
     InContextLearningLMExpectedCalibrationError,
@@ -67,3 +68,20 @@ def test_a_task_reports_calibration_beside_accuracy(tmp_path: Path):
         expected.add_confident(best / sum(means), means.index(best) == record['gold'])
     assert result.metrics['InContextLearningMCExpectedCalibrationError'] == pytest.approx(expected.compute())
     assert [name for name, _ in accuracy_pairs([result])] == ['task/0-shot']  # the gauntlet averages accuracy only
+
+
+def _two_rank_sync(rank: int, world_size: int) -> None:
+    metric = InContextLearningMCExpectedCalibrationError()
+    if rank == 0:
+        metric.update([choice(0.9, 0.74), choice(0.2)], gold=0)
+    else:
+        metric.update([choice(0.35), choice(0.35), choice(0.2)], gold=1)
+        metric.update([choice(0.3), choice(0.65), choice(0.1)], gold=1)
+    metric.sync()
+    assert metric.total == 3
+    assert metric.compute() == pytest.approx((abs(1 - 0.85) + abs(0 - 0.35) + abs(1 - 0.65)) / 3)
+
+
+@pytest.mark.slow
+def test_ranks_sum_their_buckets():
+    run_ranks(_two_rank_sync, 2, timeout=60)
