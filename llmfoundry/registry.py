@@ -173,6 +173,7 @@ icl_task_types: Registry[Any] = Registry('icl_task_types', {
     'schema': 'llmfoundry.eval.tasks:SchemaTask',
     'generation_task_with_answers': 'llmfoundry.eval.tasks:GenerationTask',
     'question_answering': 'llmfoundry.eval.tasks:GenerationTask',
+    'code_evaluation': 'llmfoundry.eval.tasks:CodeEvalTask',
 })
 # What a training evaluation runs besides eval loaders, named by its top-level train YAML key (built when the key is
 # set) -> (config: TrainConfig, tokenizer, info: DistInfo) -> (model) -> {metric name: value}

@@ -6,6 +6,7 @@ continuation positions, or a generated text.
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from typing import ClassVar
@@ -15,9 +16,12 @@ import torch.nn.functional as F
 
 from llmfoundry.train.distributed import all_reduce_sum
 
+from .code_execution import passes
+from .tasks import CodeProblem
+
 
 class InContextLearningMetric:
-    """correct / total; `kind` says which task types it can score ('lm', 'choice' or 'generation')."""
+    """correct / total; `kind` says which task types it can score ('lm', 'choice', 'generation' or 'code')."""
 
     kind: ClassVar[str]
 
@@ -92,6 +96,33 @@ class InContextLearningGenerationExactMatchAccuracy(InContextLearningMetric):
         self.add(any(answer.startswith(clean(label)) for label in labels))
 
 
+def first_block(generated: str) -> str:
+    """The generated code up to the first line that starts at column 0 with a letter, digit, '#' or '`' (the end of
+    the function being written), as llm-foundry cuts it."""
+    return re.split(r'\n[A-Za-z0-9#`]', generated)[0]
+
+
+def pass_at_k(n: int, correct: int, k: int) -> float:
+    """The unbiased estimate of pass@k from n samples of which `correct` pass (Chen et al. 2021): the chance that
+    k of them drawn without replacement include a passing one."""
+    return 1.0 - math.comb(n - correct, k) / math.comb(n, k)
+
+
+class InContextLearningCodeEvalAccuracy(InContextLearningMetric):
+    """pass@k: each of a problem's generations (cut by first_block, after the problem's prompt) runs against every
+    test case (code_execution.py); a generation passes when all of them do. The value is the mean over problems of
+    the pass@k estimate."""
+
+    kind = 'code'
+
+    def update(self, generations: list[str], problem: CodeProblem, k: int) -> None:
+        cases = list(zip(problem.test_inputs, problem.test_outputs))
+        passing = sum(all(passes(problem.prompt + first_block(generated), problem.entry_point, test_input,
+                                 test_output) for test_input, test_output in cases) for generated in generations)
+        self.correct += pass_at_k(len(generations), passing, k)
+        self.total += 1.0
+
+
 class InContextLearningExpectedCalibrationError(InContextLearningMetric):
     """Expected calibration error (Guo et al. 2017) as llm-foundry computes it: each example's confidence (defined
     by the subclass) falls into one of `n_buckets` equal buckets of [0, 1]; the result is the mean over examples of
@@ -155,5 +186,5 @@ METRICS: dict[str, type[InContextLearningMetric]] = {
     cls.__name__: cls for cls in (InContextLearningLMAccuracy, InContextLearningMultipleChoiceAccuracy,
                                   InContextLearningGenerationExactMatchAccuracy,
                                   InContextLearningMCExpectedCalibrationError,
-                                  InContextLearningLMExpectedCalibrationError)
+                                  InContextLearningLMExpectedCalibrationError, InContextLearningCodeEvalAccuracy)
 }

@@ -21,7 +21,7 @@ from .prompts import Request
 from .scoring import continuation_logits, generate_answers, lockstep_count, precision_context
 from .task_config import IclTaskConfig, is_hub_dataset
 from .task_file import TaskFileError, read_hub_dataset, read_task_file, strip_strings
-from .tasks import Choices, IclTask
+from .tasks import Choices, CodeEvalTask, CodeProblem, IclTask
 
 
 @dataclass(frozen=True)
@@ -114,10 +114,27 @@ def _forward_in_lockstep(model: nn.Module, passes: int, info: DistInfo, precisio
 
 def _passes(task: IclTask, examples: list[Any]) -> int:
     """The forward passes `_score` runs for `examples` (0 for generation: generate_answers agrees on its own)."""
-    if task.kind == 'generation':
+    if task.kind in ('generation', 'code'):
         return 0
     requests = sum(len(e.requests) if isinstance(e, Choices) else 1 for e in examples)
     return -(-requests // task.config.batch_size)  # continuation_logits' batches
+
+
+def _score_code(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: CodeEvalTask, problems: list[CodeProblem],
+                metrics: dict[str, InContextLearningMetric], device: torch.device, precision: str) -> None:
+    """generations_per_sample independent samples per problem (llm-foundry's defaults: sampling at temperature 0.2,
+    overridden by generation_kwargs), each run against the problem's tests."""
+    config = task.config
+    n = config.generations_per_sample
+    kwargs = {'do_sample': True, 'temperature': 0.2, **(config.generation_kwargs or {})}
+    max_new_tokens = kwargs.pop('max_new_tokens', task.max_new_tokens())
+    outputs = generate_answers(model, tokenizer, [problem.context for problem in problems for _ in range(n)],
+                               batch_size=config.batch_size, max_new_tokens=max_new_tokens,
+                               stop_sequences=config.early_stopping_criteria, generation_kwargs=kwargs,
+                               device=device, precision=precision)
+    for index, problem in enumerate(problems):
+        for metric in metrics.values():
+            metric.update(outputs[index * n:(index + 1) * n], problem, config.pass_at_k)
 
 
 def _score(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: IclTask, examples: list[Any],
@@ -125,6 +142,9 @@ def _score(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: IclTask, 
     """Score `examples` into `metrics`."""
     config = task.config
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    if task.kind == 'code':
+        _score_code(model, tokenizer, task, examples, metrics, device, precision)
+        return
     if task.kind == 'generation':
         kwargs = dict(config.generation_kwargs or {})
         max_new_tokens = kwargs.pop('max_new_tokens', max(task.max_answer_tokens, 1))

@@ -9,12 +9,10 @@ from typing import Any
 from llmfoundry.config.loading import load_yaml
 from llmfoundry.config.validation import ConfigError, from_dict
 
-# Keys llm-foundry accepts that need something this package does not have: say so instead of ignoring them.
-NOT_BUILT = {
-    'pass_at_k': 'code evaluation (pass@k) is not built; only the default, 1, runs',
-    'generations_per_sample': 'code evaluation (several generations per sample) is not built; only 1 runs',
-}
-SINGLE_SAMPLE_KEYS = ('pass_at_k', 'generations_per_sample')
+from .code_execution import check_local_execution_allowed
+
+CODE_TASK = 'code_evaluation'
+SAMPLING_KEYS = ('pass_at_k', 'generations_per_sample')  # code evaluation's; 1 (the default) for any other type
 
 
 @dataclass
@@ -39,6 +37,8 @@ class IclTaskConfig:
     do_normalization: bool = True
     hf_loading_vars: dict[str, Any] | None = None  # load_dataset's keyword arguments for an hf:// dataset
     hf_parsing_map: dict[str, list[str]] | None = None  # task field -> dataset columns joined with spaces
+    pass_at_k: int = 1  # code_evaluation: the k of pass@k
+    generations_per_sample: int = 1  # code_evaluation: samples drawn per problem (n >= k)
 
 
 def parse_task(entry: Any, index: int) -> IclTaskConfig:
@@ -48,12 +48,6 @@ def parse_task(entry: Any, index: int) -> IclTaskConfig:
     if not isinstance(entry, dict):
         raise ConfigError(f"'{path}' must be a mapping, got {type(entry).__name__}.")
     entry = dict(entry)
-    for key in SINGLE_SAMPLE_KEYS:  # llm-foundry's defaults, spelled out: nothing to build
-        if entry.get(key) == 1:
-            del entry[key]
-    for key, why in NOT_BUILT.items():
-        if key in entry:
-            raise ConfigError(f"'{path}.{key}': {why}.")
     if 'question_prelimiter' in entry:
         if 'prelimiter' in entry:
             raise ConfigError(f"'{path}' sets both 'prelimiter' and 'question_prelimiter' (the same setting).")
@@ -63,10 +57,25 @@ def parse_task(entry: Any, index: int) -> IclTaskConfig:
     task = from_dict(IclTaskConfig, entry, path)
     if any(not isinstance(k, int) or isinstance(k, bool) or k < 0 for k in task.num_fewshot):
         raise ConfigError(f"'{path}.num_fewshot' must be non-negative integers, got {task.num_fewshot!r}.")
+    _check_sampling(task, path)
+    if task.icl_task_type == CODE_TASK:
+        check_local_execution_allowed()
     if (task.hf_loading_vars is not None or task.hf_parsing_map is not None) and not is_hub_dataset(task):
         raise ConfigError(f"'{path}': hf_loading_vars and hf_parsing_map apply to a Hugging Face dataset, "
                           f"dataset_uri: hf://<dataset name>; got {task.dataset_uri!r}.")
     return task
+
+
+def _check_sampling(task: IclTaskConfig, path: str) -> None:
+    for key in SAMPLING_KEYS:
+        value = getattr(task, key)
+        if isinstance(value, bool) or value < 1:
+            raise ConfigError(f"'{path}.{key}' must be a whole number >= 1, got {value!r}.")
+        if value != 1 and task.icl_task_type != CODE_TASK:
+            raise ConfigError(f"'{path}.{key}' applies to {CODE_TASK} tasks only; remove it (or set it to 1).")
+    if task.pass_at_k > task.generations_per_sample:
+        raise ConfigError(f"'{path}': pass_at_k ({task.pass_at_k}) needs at least as many generations_per_sample "
+                          f'({task.generations_per_sample}): set generations_per_sample >= pass_at_k.')
 
 
 def is_hub_dataset(task: IclTaskConfig) -> bool:

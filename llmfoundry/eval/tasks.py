@@ -1,13 +1,15 @@
 """llm-foundry's ICL task types: which fields a task file has, how prompts are written and tokenised.
 
 Each type turns the (stripped) records of one task file into examples for one shot count:
-language_modeling -> Request; multiple_choice and schema -> Choices; generation_task_with_answers -> Prompt.
+language_modeling -> Request; multiple_choice and schema -> Choices; generation_task_with_answers -> Prompt;
+code_evaluation -> CodeProblem.
 The few-shot generator is consumed in file order over all examples, so every rank builds every example's
 prompt (cheap) and then scores only its own share.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -17,8 +19,9 @@ from transformers import PreTrainedTokenizerBase
 from .prompts import Request, encode, encode_preamble, fewshot_indices, needs_prefix_space, trimmed, with_space
 from .task_config import IclTaskConfig
 
-# A generated answer may run this many tokens past the longest reference when a chain of thought is asked for.
-COT_ANSWER_BUFFER = 10
+# A generated answer may run this many tokens past the longest reference when a chain of thought is asked for, and
+# generated code past the longest canonical solution.
+COT_ANSWER_BUFFER = CODE_ANSWER_BUFFER = 10
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,17 @@ class Prompt:
     labels: list[str]
 
 
+@dataclass(frozen=True)
+class CodeProblem:
+    """One code_evaluation example: the prompt's tokens, the problem's own code prompt (what a generation
+    continues, and what is executed with it) and its test cases."""
+    context: list[int]
+    prompt: str
+    entry_point: str
+    test_inputs: list[str]
+    test_outputs: list[str]
+
+
 def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
 
@@ -42,7 +56,7 @@ def _is_str_list(value: Any) -> bool:
 class IclTask:
     """Shared flow: check records, build the few-shot prompt, then the type's own context and tokens."""
 
-    kind: ClassVar[str]  # 'lm', 'choice' or 'generation': which metrics can score it
+    kind: ClassVar[str]  # 'lm', 'choice', 'generation' or 'code': which metrics can score it
     default_metric: ClassVar[str]
     fields: ClassVar[tuple[str, ...]]
 
@@ -226,3 +240,51 @@ def _gold_problem(gold: Any, count: int, field: str) -> str | None:
     if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < count:
         return f"'gold' must be an index into '{field}' (0 to {count - 1}), got {gold!r}"
     return None
+
+
+class CodeEvalTask(IclTask):
+    """HumanEval-style problems: the model completes `prompt`, the completion is run against the test cases
+    (metrics.InContextLearningCodeEvalAccuracy, code_execution.py). Python only."""
+
+    kind = 'code'
+    default_metric = 'InContextLearningCodeEvalAccuracy'
+    fields = ('prompt', 'entry_point', 'canonical_solution', 'test_inputs', 'test_outputs', 'language')
+
+    def __init__(self, config: IclTaskConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+        # whitespace is code: never stripped (llm-foundry turns strip_dataset off for this type)
+        super().__init__(dataclasses.replace(config, strip_dataset=False), tokenizer)
+
+    def check(self, record: dict[str, Any]) -> str | None:
+        problem = super().check(record)
+        if problem is not None:
+            return problem
+        if not all(isinstance(record[name], str) for name in ('prompt', 'entry_point', 'canonical_solution',
+                                                               'language')):
+            return "'prompt', 'entry_point', 'canonical_solution' and 'language' must be strings"
+        inputs, outputs = record['test_inputs'], record['test_outputs']
+        if not (_is_str_list(inputs) and _is_str_list(outputs) and len(inputs) == len(outputs)):
+            return "'test_inputs' and 'test_outputs' must be non-empty lists of strings of the same length"
+        if record['language'] != 'python':
+            return (f"language {record['language']!r}: only python code runs here (llm-foundry's c++, javascript "
+                    'and c executors are not built)')
+        return None
+
+    def examples(self, records: list[dict[str, Any]], num_fewshot: int, where: str) -> list[Any]:
+        solutions = (self.tokenizer(record['canonical_solution'], add_special_tokens=False)['input_ids']
+                     for record in records)
+        self.max_answer_tokens = max(len(tokens) for tokens in solutions) + CODE_ANSWER_BUFFER
+        problems = super().examples(records, num_fewshot, where)
+        self.max_prompt_tokens = max(len(problem.context) for problem in problems)  # over every rank's share
+        return problems
+
+    def shot_answer(self, record: dict[str, Any]) -> str:
+        return record['canonical_solution']
+
+    def example(self, record: dict[str, Any], preamble: str, where: str) -> CodeProblem:
+        context = trimmed(self.context_tokens(record, preamble), [], self.config.max_seq_len, where).context
+        return CodeProblem(context, record['prompt'], record['entry_point'], record['test_inputs'],
+                           record['test_outputs'])
+
+    def max_new_tokens(self) -> int:
+        """llm-foundry's default: the longest canonical solution plus a margin, within what max_seq_len leaves."""
+        return max(1, min(self.max_answer_tokens, self.config.max_seq_len - self.max_prompt_tokens))
