@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import string
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from llmfoundry.train.distributed import all_reduce_sum
 
 from .code_execution import passes
-from .tasks import CodeProblem
+
+if TYPE_CHECKING:
+    from .tasks import CodeProblem
 
 
 class InContextLearningMetric:
