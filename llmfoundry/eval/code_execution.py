@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 from llmfoundry.config.validation import ConfigError
 
@@ -72,3 +73,17 @@ def _kill_group(child: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):  # the group is gone: nothing the case started lives on
         os.killpg(child.pid, signal.SIGKILL)
     child.wait()
+
+
+def count_passing(codes: list[str], entry_point: str, cases: list[tuple[str, str]]) -> int:
+    """How many of `codes` pass every (input, output) case. The cases run side by side, one interpreter each, on
+    this rank's share of the CPUs (its cores / LOCAL_WORLD_SIZE)."""
+    jobs = [(code, case) for code in codes for case in cases]
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        results = list(pool.map(lambda job: passes(job[0], entry_point, *job[1]), jobs))
+    return sum(all(results[index * len(cases):(index + 1) * len(cases)]) for index in range(len(codes)))
+
+
+def _workers() -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return max(1, cpus // int(os.environ.get('LOCAL_WORLD_SIZE', '1')))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from llmfoundry.train.distributed import all_reduce_sum
 
-from .code_execution import passes
+from .code_execution import count_passing
 
 if TYPE_CHECKING:
     from .tasks import CodeProblem
@@ -118,9 +118,8 @@ class InContextLearningCodeEvalAccuracy(InContextLearningMetric):
     kind = 'code'
 
     def update(self, generations: list[str], problem: CodeProblem, k: int) -> None:
-        cases = list(zip(problem.test_inputs, problem.test_outputs))
-        passing = sum(all(passes(problem.prompt + first_block(generated), problem.entry_point, test_input,
-                                 test_output) for test_input, test_output in cases) for generated in generations)
+        codes = [problem.prompt + first_block(generated) for generated in generations]
+        passing = count_passing(codes, problem.entry_point, list(zip(problem.test_inputs, problem.test_outputs)))
         self.correct += pass_at_k(len(generations), passing, k)
         self.total += 1.0
 

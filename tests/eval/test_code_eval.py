@@ -12,7 +12,7 @@ from eval_helpers import char_tokenizer, ids, task, tiny_mpt, write_jsonl
 
 from llmfoundry.config.validation import ConfigError
 from llmfoundry.eval import runner
-from llmfoundry.eval.code_execution import passes
+from llmfoundry.eval.code_execution import count_passing, passes
 from llmfoundry.eval.metrics import first_block, pass_at_k
 from llmfoundry.eval.runner import build_task, evaluate_task
 from llmfoundry.eval.task_config import parse_task
@@ -59,6 +59,14 @@ def test_a_case_that_runs_too_long_fails_and_leaves_no_process_behind(tmp_path: 
         time.sleep(0.05)
     else:
         pytest.fail(f'the process the code started still runs: {status.read_text().splitlines()[2]}')
+
+
+def test_a_generation_counts_when_it_passes_every_case(monkeypatch):
+    codes = [ADD + '    return a + b\n', ADD + '    return a * b\n', ADD + '    return 3\n']
+    cases = [('1, 2', '3'), ('2, 2', '4')]  # a * b passes the second only, the constant the first only
+    assert count_passing(codes, 'add', cases) == 1
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '1000')  # more ranks on this machine than cores: one case at a time
+    assert count_passing(codes, 'add', cases) == 1
 
 
 def test_pass_at_k_and_the_cut():
