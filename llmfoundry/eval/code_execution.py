@@ -21,6 +21,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from llmfoundry.config.validation import ConfigError
+from llmfoundry.train.distributed import threads_per_rank
 
 DEVICE_ENV = 'CODE_EVAL_DEVICE'
 TIMEOUT_S = 5.0  # per test case, as llm-foundry's local executor
@@ -77,7 +78,7 @@ def _kill_group(child: subprocess.Popen) -> None:
 
 def count_passing(codes: list[str], entry_point: str, cases: list[tuple[str, str]]) -> int:
     """How many of `codes` pass every (input, output) case. The cases run side by side, one interpreter each, on
-    this rank's share of the CPUs (its cores / LOCAL_WORLD_SIZE)."""
+    this rank's share of the CPUs (train/distributed.py threads_per_rank)."""
     jobs = [(code, case) for code in codes for case in cases]
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
         results = list(pool.map(lambda job: passes(job[0], entry_point, *job[1]), jobs))
@@ -85,5 +86,4 @@ def count_passing(codes: list[str], entry_point: str, cases: list[tuple[str, str
 
 
 def _workers() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-    return max(1, cpus // int(os.environ.get('LOCAL_WORLD_SIZE', '1')))
+    return threads_per_rank(int(os.environ.get('LOCAL_WORLD_SIZE', '1')))

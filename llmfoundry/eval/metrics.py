@@ -130,22 +130,23 @@ class InContextLearningExpectedCalibrationError(InContextLearningMetric):
     |accuracy of the example's bucket - the bucket's midpoint| (the midpoint, not the mean confidence, as
     llm-foundry does). 0 is perfectly calibrated."""
 
-    def __init__(self, n_buckets: int = 10) -> None:
-        super().__init__()
+    def __init__(self, n_buckets: int = 10) -> None:  # the buckets are the whole state: no correct / total counts
         self.bucket_correct = torch.zeros(n_buckets, dtype=torch.float64)
         self.bucket_totals = torch.zeros(n_buckets, dtype=torch.float64)
+
+    @property
+    def total(self) -> float:
+        return float(self.bucket_totals.sum())
 
     def add_confident(self, confidence: float, correct: bool) -> None:
         n_buckets = len(self.bucket_totals)
         bucket = min(int(confidence * n_buckets), n_buckets - 1)  # confidence 1.0 goes in the top bucket
         self.bucket_correct[bucket] += float(correct)
         self.bucket_totals[bucket] += 1.0
-        self.add(correct)
 
     def sync(self, device: torch.device | str = 'cpu') -> None:
         counts = all_reduce_sum(torch.cat([self.bucket_correct, self.bucket_totals]).to(device))
         self.bucket_correct, self.bucket_totals = counts.cpu().chunk(2)
-        super().sync(device)
 
     def compute(self) -> float:
         if not self.total:

@@ -120,43 +120,46 @@ def _passes(task: IclTask, examples: list[Any]) -> int:
     return -(-requests // task.config.batch_size)  # continuation_logits' batches
 
 
+def _generate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: IclTaskConfig, contexts: list[list[int]],
+              defaults: dict[str, Any], device: torch.device, precision: str) -> list[str]:
+    """generate_answers for `contexts` with the task's generation_kwargs over `defaults` (max_new_tokens included);
+    in lockstep itself when the model is sharded."""
+    kwargs = {**defaults, **(config.generation_kwargs or {})}
+    max_new_tokens = kwargs.pop('max_new_tokens')
+    return generate_answers(model, tokenizer, contexts, batch_size=config.batch_size, max_new_tokens=max_new_tokens,
+                            stop_sequences=config.early_stopping_criteria, generation_kwargs=kwargs, device=device,
+                            precision=precision)
+
+
 def _score_code(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: CodeEvalTask, problems: list[CodeProblem],
                 metrics: dict[str, InContextLearningMetric], device: torch.device, precision: str) -> None:
-    """generations_per_sample independent samples per problem (llm-foundry's defaults: sampling at temperature 0.2,
-    overridden by generation_kwargs), each run against the problem's tests."""
-    config = task.config
-    n = config.generations_per_sample
-    kwargs = {'do_sample': True, 'temperature': 0.2, **(config.generation_kwargs or {})}
-    max_new_tokens = kwargs.pop('max_new_tokens', task.max_new_tokens())
-    outputs = generate_answers(model, tokenizer, [problem.context for problem in problems for _ in range(n)],
-                               batch_size=config.batch_size, max_new_tokens=max_new_tokens,
-                               stop_sequences=config.early_stopping_criteria, generation_kwargs=kwargs,
-                               device=device, precision=precision)
+    """generations_per_sample independent samples per problem (llm-foundry's defaults: sampling at temperature 0.2),
+    each run against the problem's tests."""
+    n = task.config.generations_per_sample
+    defaults = {'do_sample': True, 'temperature': 0.2, 'max_new_tokens': task.max_new_tokens()}
+    outputs = _generate(model, tokenizer, task.config, [problem.context for problem in problems for _ in range(n)],
+                        defaults, device, precision)
     for index, problem in enumerate(problems):
         for metric in metrics.values():
-            metric.update(outputs[index * n:(index + 1) * n], problem, config.pass_at_k)
+            metric.update(outputs[index * n:(index + 1) * n], problem, task.config.pass_at_k)
 
 
 def _score(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: IclTask, examples: list[Any],
            metrics: dict[str, InContextLearningMetric], device: torch.device, precision: str) -> None:
     """Score `examples` into `metrics`."""
     config = task.config
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     if task.kind == 'code':
         _score_code(model, tokenizer, task, examples, metrics, device, precision)
         return
     if task.kind == 'generation':
-        kwargs = dict(config.generation_kwargs or {})
-        max_new_tokens = kwargs.pop('max_new_tokens', max(task.max_answer_tokens, 1))
-        outputs = generate_answers(model, tokenizer, [prompt.context for prompt in examples],
-                                   batch_size=config.batch_size, max_new_tokens=max_new_tokens,
-                                   stop_sequences=config.early_stopping_criteria, generation_kwargs=kwargs,
-                                   device=device, precision=precision)  # in lockstep itself when sharded
+        outputs = _generate(model, tokenizer, config, [prompt.context for prompt in examples],
+                            {'max_new_tokens': max(task.max_answer_tokens, 1)}, device, precision)
         for prompt, output in zip(examples, outputs):
             for metric in metrics.values():
                 metric.update(output, prompt.labels, stop_sequences=config.early_stopping_criteria,
                               cot_delimiter=config.cot_delimiter, do_normalization=config.do_normalization)
         return
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     requests: list[Request] = []
     for example in examples:
         requests.extend(example.requests if isinstance(example, Choices) else [example])

@@ -111,7 +111,8 @@ def test_a_real_model_generates_and_is_scored(tmp_path: Path, local):
                   generation_kwargs={'max_new_tokens': 6, 'temperature': 0.8})
     torch.manual_seed(0)
     (result,) = evaluate_task(tiny_mpt(len(tokenizer)), tokenizer, config, ONE)
-    assert result.size == 2 and 0.0 <= result.metrics['InContextLearningCodeEvalAccuracy'] <= 1.0
+    # the char tokenizer cannot even spell '+' or '-': no sample of an untrained model passes
+    assert result.size == 2 and result.metrics == {'InContextLearningCodeEvalAccuracy': 0.0}
 
 
 def test_code_tasks_need_consent_python_and_enough_samples(tmp_path: Path, monkeypatch, local):
